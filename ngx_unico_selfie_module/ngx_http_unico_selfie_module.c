@@ -1,0 +1,361 @@
+
+/*
+ * Copyright (C) ngx_unico_selfie_module authors
+ *
+ * Directives, configuration and variables.  The request flow lives in
+ * ngx_http_unico_selfie_handler.c, the pure payload code in
+ * unico_selfie_payload.c.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_unico_selfie.h"
+
+
+static ngx_int_t ngx_http_unico_selfie_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_unico_selfie_init(ngx_conf_t *cf);
+static void *ngx_http_unico_selfie_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_unico_selfie_merge_loc_conf(ngx_conf_t *cf,
+    void *parent, void *child);
+static char *ngx_http_unico_selfie(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_unico_selfie_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+static ngx_int_t ngx_http_unico_selfie_authorization_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_unico_selfie_reason_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_unico_selfie_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_command_t  ngx_http_unico_selfie_commands[] = {
+
+    { ngx_string("unico_selfie"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_unico_selfie,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("unico_selfie_api"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_unico_selfie_api,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_unico_selfie_loc_conf_t, api),
+      NULL },
+
+    { ngx_string("unico_selfie_token"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_unico_selfie_loc_conf_t, token),
+      NULL },
+
+    { ngx_string("unico_selfie_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_unico_selfie_loc_conf_t, max_size),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_unico_selfie_module_ctx = {
+    ngx_http_unico_selfie_add_variables,   /* preconfiguration */
+    ngx_http_unico_selfie_init,            /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_unico_selfie_create_loc_conf, /* create location configuration */
+    ngx_http_unico_selfie_merge_loc_conf   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_unico_selfie_module = {
+    NGX_MODULE_V1,
+    &ngx_http_unico_selfie_module_ctx,     /* module context */
+    ngx_http_unico_selfie_commands,        /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_unico_selfie_vars[] = {
+
+    /*
+     * Not cacheable: subrequests share their parent's variable values, and
+     * this one must be empty everywhere but in the module's own subrequest.
+     */
+    { ngx_string("unico_selfie_authorization"), NULL,
+      ngx_http_unico_selfie_authorization_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    { ngx_string("unico_selfie_reason"), NULL,
+      ngx_http_unico_selfie_reason_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("unico_selfie_upstream_status"), NULL,
+      ngx_http_unico_selfie_status_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_int_t
+ngx_http_unico_selfie_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_unico_selfie_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_unico_selfie_init(ngx_conf_t *cf)
+{
+    return ngx_http_unico_selfie_filter_init(cf);
+}
+
+
+static void *
+ngx_http_unico_selfie_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_unico_selfie_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_unico_selfie_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->process_id = NULL;
+     *     conf->api = { 0, NULL };
+     *     conf->file = NULL;
+     *     conf->line = 0;
+     */
+
+    conf->token = NGX_CONF_UNSET_PTR;
+    conf->max_size = NGX_CONF_UNSET_SIZE;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_unico_selfie_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child)
+{
+    ngx_http_unico_selfie_loc_conf_t *prev = parent;
+    ngx_http_unico_selfie_loc_conf_t *conf = child;
+
+    ngx_conf_merge_str_value(conf->api, prev->api, "");
+    ngx_conf_merge_ptr_value(conf->token, prev->token, NULL);
+    ngx_conf_merge_size_value(conf->max_size, prev->max_size,
+                              5 * 1024 * 1024);
+
+    if (conf->process_id == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    if (conf->api.len == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"unico_selfie\" in %s:%ui needs \"unico_selfie_api\" "
+                      "(the internal location that proxies to Unico)",
+                      conf->file, conf->line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->token == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"unico_selfie\" in %s:%ui needs \"unico_selfie_token\" "
+                      "(the bearer token to present to Unico)",
+                      conf->file, conf->line);
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->max_size == 0) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"unico_selfie_max_size\" must not be 0 "
+                      "for \"unico_selfie\" in %s:%ui",
+                      conf->file, conf->line);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_unico_selfie(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_unico_selfie_loc_conf_t *uslcf = conf;
+
+    ngx_str_t                         *value;
+    ngx_http_core_loc_conf_t          *clcf;
+    ngx_http_compile_complex_value_t   ccv;
+
+    if (uslcf->process_id != NULL) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    uslcf->process_id = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+    if (uslcf->process_id == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+
+    ccv.cf = cf;
+    ccv.value = &value[1];
+    ccv.complex_value = uslcf->process_id;
+
+    if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    uslcf->file = cf->conf_file->file.name.data;
+    uslcf->line = cf->conf_file->line;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_unico_selfie_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_unico_selfie_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t  *value;
+    char       *rv;
+
+    rv = ngx_conf_set_str_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    value = (ngx_str_t *) ((char *) conf + cmd->offset);
+
+    if (value->len == 0 || value->data[0] != '/') {
+        return "must be a URI prefix that starts with \"/\"";
+    }
+
+    /* "/_unico_api/" and "/_unico_api" name the same prefix */
+
+    while (value->len > 1 && value->data[value->len - 1] == '/') {
+        value->len--;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_unico_selfie_authorization_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+
+    if (ctx == NULL || ctx->subrequest != r || ctx->authorization.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ctx->authorization.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = ctx->authorization.data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_unico_selfie_reason_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    const ngx_str_t              *name;
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    ctx = ngx_http_unico_selfie_get_ctx(r->main);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    name = ngx_http_unico_selfie_outcome_name(ctx->outcome);
+
+    v->len = name->len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = name->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_unico_selfie_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                       *p;
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    ctx = ngx_http_unico_selfie_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->status == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%ui", ctx->status) - p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}

@@ -1,0 +1,468 @@
+package UnicoTest;
+
+# The test harness: a temporary prefix, free loopback ports, the mock Unico
+# server (t/mock/unico.pl) over TLS with a CA made for the run, and an nginx
+# (Debian's, or $TEST_NGINX_BINARY) that loads the module just built
+# ($TEST_NGINX_MODULE).  Everything it starts it stops, also when a test
+# dies; after each file it checks the error log for crashes, alerts and
+# sanitizer reports.
+
+use strict;
+use warnings;
+
+use Carp qw(croak);
+use Cwd qw(abs_path);
+use Digest::SHA qw(sha256_hex);
+use File::Basename qw(dirname);
+use File::Temp qw(tempdir);
+use IO::Select;
+use IO::Socket::INET;
+use JSON::PP qw(decode_json);
+use POSIX qw(WNOHANG);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+our $REPO = abs_path(dirname(__FILE__) . '/../..');
+our $TOKEN = 'test-token-2b7e1516.28aed2a6';
+
+my @live;           # every harness object not stopped yet
+
+
+sub new {
+    my ($class, %o) = @_;
+
+    my $dir = tempdir('unico-t-XXXXXX', TMPDIR => 1,
+                      CLEANUP => !$ENV{TEST_KEEP});
+    chmod 0755, $dir;
+    mkdir "$dir/$_" for qw(logs tmp state);
+
+    my $self = bless {
+        dir    => $dir,
+        nginx  => $ENV{TEST_NGINX_BINARY} || '/usr/sbin/nginx',
+        module => $ENV{TEST_NGINX_MODULE}
+                  || "$REPO/.build/ngx_http_unico_selfie_module.so",
+        pids   => {},
+        owner  => $$,
+        %o,
+    }, $class;
+
+    croak "no module at $self->{module}: run ./build.sh first"
+        unless -f $self->{module};
+
+    push @live, $self;
+    diag("prefix: $dir") if $ENV{TEST_KEEP};
+
+    return $self;
+}
+
+
+sub dir { $_[0]{dir} }
+sub repo { $REPO }
+
+
+sub free_port {
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                  LocalPort => 0, ReuseAddr => 1)
+        or croak "no free port: $!";
+    my $port = $s->sockport;
+    close $s;
+    return $port;
+}
+
+
+# The test CA and keys, made once per harness by t/mock/gen-certs.sh.
+sub certs {
+    my ($self) = @_;
+    my $certs = "$self->{dir}/certs";
+
+    unless (-f "$certs/ca.pem") {
+        system('bash', "$REPO/t/mock/gen-certs.sh", $certs) == 0
+            or croak "gen-certs.sh failed";
+    }
+
+    return $certs;
+}
+
+
+# name -> processId, from the mock's scenario table.
+sub processes {
+    my ($self) = @_;
+
+    $self->{processes} ||= do {
+        open my $fh, '<', "$REPO/t/mock/processes.json" or croak $!;
+        local $/;
+        my $list = decode_json(<$fh>);
+        +{ map { $_->{name} => $_ } @$list };
+    };
+
+    return $self->{processes};
+}
+
+
+sub id {
+    my ($self, $name) = @_;
+    my $p = $self->processes->{$name} or croak "no mock process \"$name\"";
+    return $p->{id};
+}
+
+
+sub fixture_sha256 {
+    my ($self, $file) = @_;
+    open my $fh, '<:raw', "$REPO/t/fixtures/$file" or croak "$file: $!";
+    local $/;
+    return sha256_hex(<$fh>);
+}
+
+
+sub spawn {
+    my ($self, $name, $out, @cmd) = @_;
+
+    my $pid = fork // croak "fork: $!";
+
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', $out or die "$out: $!";
+        open STDERR, '>&', \*STDOUT;
+        setpgrp(0, 0);
+        exec @cmd or die "exec $cmd[0]: $!";
+    }
+
+    $self->{pids}{$name} = $pid;
+    return $pid;
+}
+
+
+sub wait_port {
+    my ($self, $port, $name, $timeout) = @_;
+    my $deadline = time + ($timeout || 10);
+
+    while (time < $deadline) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                      Timeout => 1);
+        return 1 if $s;
+
+        my $pid = $self->{pids}{$name};
+        if ($pid && waitpid($pid, WNOHANG) == $pid) {
+            delete $self->{pids}{$name};
+            croak "$name exited before listening on $port: "
+                  . $self->slurp("$self->{dir}/logs/$name.out");
+        }
+
+        sleep 0.05;
+    }
+
+    croak "$name does not listen on $port";
+}
+
+
+sub start_mock {
+    my ($self, %o) = @_;
+    my $certs = $self->certs;
+    my $port = $self->{mock_port} = free_port();
+
+    my @tokens = map { ('--token', $_) } @{ $o{tokens} || [$TOKEN] };
+
+    $self->spawn('mock', "$self->{dir}/logs/mock.out",
+                 $^X, "$REPO/t/mock/unico.pl",
+                 '--listen', "127.0.0.1:$port",
+                 ($o{cert} ? ('--cert', "$certs/$o{cert}.pem",
+                              '--key', "$certs/$o{cert}.key")
+                           : ('--cert', "$certs/server.pem",
+                              '--key', "$certs/server.key")),
+                 '--fixtures', "$REPO/t/fixtures",
+                 '--log', "$self->{dir}/logs/mock.log",
+                 '--state', "$self->{dir}/state",
+                 @tokens, @{ $o{args} || [] });
+
+    $self->wait_port($port, 'mock');
+    return $port;
+}
+
+
+sub mock_port { $_[0]{mock_port} }
+
+
+# The configuration a test gives is the inside of http{}; these are
+# replaced in it: %%MOCK%% (127.0.0.1:port of the mock), %%CERTS%%,
+# %%CONF%% (the repository's conf/), %%PORT%%, %%DIR%%, %%REPO%%.
+sub write_conf {
+    my ($self, $http, %o) = @_;
+    my $dir = $self->{dir};
+    my $port = $self->{port} ||= free_port();
+    my $workers = $o{workers} || 1;
+    my $level = $o{log_level} || 'info';
+    my $main = $o{main} // '';
+    my $certs = $self->{mock_port} ? $self->certs : "$dir/certs";
+
+    my %subst = (
+        MOCK  => '127.0.0.1:' . ($self->{mock_port} || 9),
+        CERTS => $certs,
+        CONF  => "$REPO/conf",
+        PORT  => $port,
+        DIR   => $dir,
+        REPO  => $REPO,
+    );
+
+    $http =~ s/%%(\w+)%%/exists $subst{$1} ? $subst{$1} : croak "%%$1%%"/ge;
+
+    my $conf = <<"CONF";
+load_module $self->{module};
+
+worker_processes  $workers;
+daemon            off;
+master_process    on;
+pid               $dir/nginx.pid;
+error_log         $dir/logs/error.log $level;
+$main
+
+events {
+    worker_connections  4096;
+}
+
+http {
+    access_log  $dir/logs/access.log;
+
+    client_body_temp_path  $dir/tmp/body;
+    proxy_temp_path        $dir/tmp/proxy;
+    fastcgi_temp_path      $dir/tmp/fastcgi;
+    uwsgi_temp_path        $dir/tmp/uwsgi;
+    scgi_temp_path         $dir/tmp/scgi;
+
+    $http
+}
+CONF
+
+    my $file = "$dir/nginx.conf";
+    open my $fh, '>', $file or croak "$file: $!";
+    print $fh $conf;
+    close $fh;
+
+    return $file;
+}
+
+
+# nginx -t on a configuration: (exit status, output).
+sub nginx_t {
+    my ($self, $http, %o) = @_;
+    my $file = $self->write_conf($http, %o);
+
+    my $out = `$self->{nginx} -t -p $self->{dir} -c $file -e $self->{dir}/logs/t.log 2>&1`;
+    return ($? >> 8, $out . $self->slurp("$self->{dir}/logs/t.log"));
+}
+
+
+sub start_nginx {
+    my ($self, $http, %o) = @_;
+    return $self->run_nginx($self->write_conf($http, %o));
+}
+
+
+# Starts nginx on a whole configuration file of the test's own (with
+# "daemon off" and listening on $self->port).
+sub run_nginx {
+    my ($self, $file, $prefix) = @_;
+    $prefix //= $self->{dir};
+    $self->{port} ||= free_port();
+
+    $self->spawn('nginx', "$self->{dir}/logs/nginx.out",
+                 $self->{nginx}, '-p', $prefix, '-c', $file,
+                 '-e', "$self->{dir}/logs/error.log");
+
+    $self->wait_port($self->{port}, 'nginx');
+    return $self->{port};
+}
+
+
+# The usual server: a selfie location and the internal API location, as the
+# README shows them.  Options: selfie => extra directives of the selfie
+# location, api => extra directives of the API location, server => extra
+# directives of the server, http => extra directives of http{}.
+sub selfie_conf {
+    my ($self, %o) = @_;
+    my $token = $o{token} // $TOKEN;
+    $o{$_} //= '' for qw(selfie api server http);
+
+    return <<"CONF";
+    log_format  unico  '\$status \$unico_selfie_reason '
+                       '\$unico_selfie_upstream_status "\$request"';
+    $o{http}
+
+    server {
+        listen       127.0.0.1:%%PORT%%;
+        access_log   %%DIR%%/logs/access.log unico;
+        $o{server}
+
+        location ~ ^/selfies/(?<unico_process>[^/]+)\$ {
+            unico_selfie        \$unico_process;
+            unico_selfie_api    /_unico_api;
+            unico_selfie_token  $token;
+            $o{selfie}
+        }
+
+        location /_unico_api/ {
+            internal;
+            include                        %%CONF%%/unico_selfie_api.conf;
+            proxy_ssl_trusted_certificate  %%CERTS%%/ca.pem;
+            proxy_ssl_name                 localhost;
+            proxy_read_timeout             2s;
+            $o{api}
+            proxy_pass                     https://%%MOCK%%/;
+        }
+
+        location = /ping {
+            return 200 "pong\\n";
+        }
+    }
+CONF
+}
+
+
+sub port { $_[0]{port} }
+
+
+# One HTTP/1.1 request on a new connection: {status, headers, body}.
+# The request line is sent as given, so paths are not normalised.
+sub request {
+    my ($self, $method, $path, %o) = @_;
+    my $headers = $o{headers} || {};
+    my $body = $o{body} // '';
+
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:" . ($o{port}
+                                              || $self->{port}),
+                                  Timeout => 5)
+        or croak "connect: $!";
+
+    my $req = "$method $path HTTP/1.1\r\nHost: localhost\r\n"
+              . "Connection: close\r\n";
+    $req .= "$_: $headers->{$_}\r\n" for sort keys %$headers;
+    $req .= "Content-Length: " . length($body) . "\r\n" if length $body;
+    $req .= "\r\n$body";
+
+    $s->syswrite($req);
+
+    my ($raw, $sel) = ('', IO::Select->new($s));
+    my $deadline = time + ($o{timeout} || 20);
+
+    while (time < $deadline) {
+        last unless $sel->can_read($deadline - time);
+        my $n = $s->sysread(my $chunk, 65536);
+        last unless $n;
+        $raw .= $chunk;
+    }
+
+    close $s;
+    return parse_response($raw);
+}
+
+
+sub parse_response {
+    my ($raw) = @_;
+    my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+    $head //= '';
+
+    my ($line, @lines) = split /\r\n/, $head;
+    my ($status) = ($line // '') =~ m{^HTTP/1\.[01] (\d{3})};
+    my %h;
+
+    for (@lines) {
+        my ($k, $v) = /^([^:]+):\s*(.*)$/ or next;
+        $k = lc $k;
+        $h{$k} = exists $h{$k} ? "$h{$k}, $v" : $v;
+    }
+
+    return { status => $status // 0, headers => \%h, body => $body // '',
+             raw => $raw, head => $head };
+}
+
+
+sub get  { my ($self, $path, %o) = @_; $self->request('GET', $path, %o) }
+sub head { my ($self, $path, %o) = @_; $self->request('HEAD', $path, %o) }
+
+
+# Every request the mock received, oldest first, control calls left out.
+sub mock_requests {
+    my ($self) = @_;
+    my $file = "$self->{dir}/logs/mock.log";
+    return [] unless -f $file;
+
+    open my $fh, '<', $file or croak $!;
+    my @r = map { decode_json($_) } grep { /\S/ } <$fh>;
+    return [ grep { $_->{path} !~ m{^/__mock} } @r ];
+}
+
+
+sub selfie_calls {
+    my ($self) = @_;
+    return scalar grep { $_->{path} =~ m{/selfie$} } @{ $self->mock_requests };
+}
+
+
+sub error_log { $_[0]->slurp("$_[0]{dir}/logs/error.log") }
+sub access_log { $_[0]->slurp("$_[0]{dir}/logs/access.log") }
+
+
+sub slurp {
+    my ($self, $file) = @_;
+    open my $fh, '<', $file or return '';
+    local $/;
+    return <$fh>;
+}
+
+
+sub stop {
+    my ($self) = @_;
+    my $pids = $self->{pids};
+
+    # a test's forked child leaves the servers to its parent
+    return if $$ != $self->{owner};
+
+    for my $name (sort keys %$pids) {
+        my $pid = $pids->{$name};
+
+        # nginx: graceful stop (QUIT) lets workers exit and report leaks
+        kill($name eq 'nginx' ? 'QUIT' : 'TERM', $pid);
+
+        my $deadline = time + 10;
+        while (time < $deadline && waitpid($pid, WNOHANG) != $pid) {
+            sleep 0.05;
+        }
+
+        if (kill 0, $pid) {
+            kill 'KILL', -$pid;
+            kill 'KILL', $pid;
+            waitpid($pid, 0);
+        }
+
+        kill 'KILL', -$pid;     # whatever is left of its process group
+        delete $pids->{$name};
+    }
+
+    @live = grep { $_ != $self } @live;
+}
+
+
+# After the test: no crash, no alert, no sanitizer report anywhere.
+sub check_logs {
+    my ($self) = @_;
+    $self->stop;
+
+    my $log = join '', map { $self->slurp("$self->{dir}/logs/$_") }
+                       qw(error.log nginx.out);
+
+    my @bad = grep {
+        /\[(alert|emerg|crit)\]/
+        || /AddressSanitizer|LeakSanitizer|runtime error:/
+        || /exited on signal/
+    } split /\n/, $log;
+
+    ok(!@bad, 'no crash, alert or sanitizer report in the logs')
+        or diag(join "\n", @bad[0 .. ($#bad < 20 ? $#bad : 19)]);
+}
+
+
+END {
+    $_->stop for @live;
+}
+
+
+1;
