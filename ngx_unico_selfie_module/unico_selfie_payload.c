@@ -525,6 +525,7 @@ unico_payload_parse(unsigned char *buf, size_t len, size_t max_image,
         return (ctx.rc != UNICO_PAYLOAD_OK) ? ctx.rc
                                             : UNICO_PAYLOAD_BAD_JSON;
 
+    case yajl_status_error:
     default:
         return UNICO_PAYLOAD_BAD_JSON;
     }
@@ -598,6 +599,7 @@ unico_payload_string(void *data, const unsigned char *value, size_t len)
 
         return 1;
 
+    case UNICO_FIELD_NONE:
     default:
         return 1;
     }
@@ -852,6 +854,7 @@ unico_image_mime(unico_image_type_e type)
     case UNICO_IMAGE_PNG:
         return "image/png";
 
+    case UNICO_IMAGE_NONE:
     default:
         return NULL;
     }

@@ -35,6 +35,7 @@ my @rows = (
     ['reset-mid-body',    502, 'truncated',        'error'],
     ['truncated',         502, 'truncated',        'error'],
     ['chunked-truncated', 502, 'truncated',        'error'],
+    ['slow-body',         502, 'truncated',        'error'],
     ['slow',              504, 'upstream_timeout', 'error'],
     ['hang',              504, 'upstream_timeout', 'error'],
     ['gzip',              502, 'encoded',          'error'],

@@ -306,6 +306,8 @@ ensure_configured() {
         [[ -f $f && -f $p ]] && cmp -s "$f" "$p" && touch -r "$p" "$f"
     done
     rm -rf "$prev"
+    # The addon's include dirs/flags may have changed: recompile its objects.
+    [[ -d $BUILD_DIR/objs/addon ]] && find "$BUILD_DIR/objs/addon" -name '*.o' -delete
     echo "$stamp_want" >"$BUILD_DIR/.configured"
 }
 

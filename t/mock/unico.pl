@@ -879,14 +879,16 @@ sub handle_selfie {
 
     return respond_unauthorized($c, $req) unless authorized($req);
     return respond_json($c, $req, 405, unico_error(12, 'method not allowed'),
-                        ['Allow', 'GET, HEAD'])
+                        api_headers(), ['Allow', 'GET, HEAD'])
         unless $req->{method} eq 'GET' || $req->{method} eq 'HEAD';
-    return respond_json($c, $req, 400, unico_error(3, 'process id is invalid'))
+    return respond_json($c, $req, 400, unico_error(3, 'process id is invalid'),
+                        api_headers())
         unless $id =~ $UUID_RE;
 
     my $s = $SCENARIO{lc $id}
         or return respond_json($c, $req, 404,
-                               unico_error(5, 'process not found'));
+                               unico_error(5, 'process not found'),
+                               api_headers());
     return 'close' if $s->{delay} && !pause($c, $s->{delay});
     return $ACTION{ $s->{action} // 'answer' }->($c, $req, $s);
 }
