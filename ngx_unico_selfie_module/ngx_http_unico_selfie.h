@@ -47,15 +47,23 @@ typedef enum {
     NGX_HTTP_UNICO_EMPTY_IMAGE,
     NGX_HTTP_UNICO_IMAGE_MISMATCH,
     NGX_HTTP_UNICO_IMAGE_TOO_LARGE,
+    NGX_HTTP_UNICO_TOKEN_FAILED,
+    NGX_HTTP_UNICO_TOKEN_UNAVAILABLE,
+    NGX_HTTP_UNICO_TOKEN_TIMEOUT,
     NGX_HTTP_UNICO_INTERNAL,
     NGX_HTTP_UNICO_OUTCOMES_N
 } ngx_http_unico_selfie_outcome_e;
+
+
+typedef struct ngx_http_unico_selfie_account_s  ngx_http_unico_selfie_account_t;
+typedef struct ngx_http_unico_selfie_ctx_s  ngx_http_unico_selfie_ctx_t;
 
 
 typedef struct {
     ngx_http_complex_value_t  *process_id;    /* unico_selfie */
     ngx_str_t                  api;           /* unico_selfie_api */
     ngx_http_complex_value_t  *token;         /* unico_selfie_token */
+    ngx_http_unico_selfie_account_t  *account; /* unico_selfie_account */
     size_t                     max_size;      /* unico_selfie_max_size */
 
     u_char                    *file;          /* where unico_selfie was set */
@@ -63,10 +71,16 @@ typedef struct {
 } ngx_http_unico_selfie_loc_conf_t;
 
 
-typedef struct {
+/*
+ * The main request's context; a token subrequest gets one of its own for
+ * collecting the answer, with main pointing to the request's.
+ */
+struct ngx_http_unico_selfie_ctx_s {
     ngx_http_request_t        *subrequest;
+    ngx_http_unico_selfie_ctx_t  *main;
     ngx_str_t                  process_id;
     ngx_str_t                  authorization; /* "Bearer <token>" */
+    ngx_str_t                  token_body;    /* the token request's form */
 
     /* Unico's answer as it arrives through the body filter */
     ngx_uint_t                 status;
@@ -81,16 +95,47 @@ typedef struct {
     size_t                     image_len;
     ngx_http_unico_selfie_outcome_e  outcome;
     ngx_uint_t                 log_level;     /* saved while quiet */
+    ngx_uint_t                 quiet_count;   /* fetches keeping it quiet */
+
+    /* service account */
+    ngx_http_unico_selfie_account_t  *account;
+    ngx_uint_t                 generation;    /* of the token used */
+    ngx_event_t                wait_ev;       /* polls for a token */
+    ngx_msec_t                 wait_start;
 
     unsigned                   waiting:1;     /* subrequest in flight */
     unsigned                   done:1;        /* post_subrequest has run */
     unsigned                   last:1;        /* saw the final buffer */
     unsigned                   timed_out:1;
-    unsigned                   quiet:1;       /* debug log masked */
-} ngx_http_unico_selfie_ctx_t;
+    unsigned                   quiet:1;       /* holds a quiet_count */
+    unsigned                   waiting_token:1;
+    unsigned                   retried:1;     /* after a 401 */
+    unsigned                   token_fresh:1; /* waited for a new token */
+};
 
 
 ngx_int_t ngx_http_unico_selfie_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_unico_selfie_start(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_continue(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, ngx_int_t rc);
+ngx_int_t ngx_http_unico_selfie_fail(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_outcome_e outcome);
+void ngx_http_unico_selfie_quiet(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_unquiet(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+
+/* the service account: ngx_http_unico_selfie_token.c */
+char *ngx_http_unico_selfie_service_account(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+char *ngx_http_unico_selfie_account(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_account_reject(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_account_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
 ngx_int_t ngx_http_unico_selfie_filter_init(ngx_conf_t *cf);
 ngx_http_unico_selfie_ctx_t *ngx_http_unico_selfie_get_ctx(
     ngx_http_request_t *r);

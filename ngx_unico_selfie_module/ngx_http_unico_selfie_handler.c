@@ -20,6 +20,7 @@
 
 #include "ngx_http_unico_selfie.h"
 #include "unico_selfie_payload.h"
+#include "unico_selfie_jwt.h"
 
 
 typedef struct {
@@ -30,10 +31,10 @@ typedef struct {
 } ngx_http_unico_selfie_outcome_t;
 
 
-static ngx_int_t ngx_http_unico_selfie_start(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx);
 static ngx_int_t ngx_http_unico_selfie_token(ngx_http_request_t *r,
     ngx_http_unico_selfie_loc_conf_t *uslcf, ngx_http_unico_selfie_ctx_t *ctx);
+static ngx_int_t ngx_http_unico_selfie_retry(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
 static ngx_int_t ngx_http_unico_selfie_post_subrequest(ngx_http_request_t *r,
     void *data, ngx_int_t rc);
 static void ngx_http_unico_selfie_resume(ngx_http_request_t *r);
@@ -43,8 +44,6 @@ static ngx_int_t ngx_http_unico_selfie_respond(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
 static ngx_int_t ngx_http_unico_selfie_send_image(ngx_http_request_t *r,
     unico_image_t *image);
-static ngx_int_t ngx_http_unico_selfie_fail(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_outcome_e outcome);
 static ngx_int_t ngx_http_unico_selfie_add_header(ngx_http_request_t *r,
     ngx_str_t *key, ngx_str_t *value);
 static ngx_int_t ngx_http_unico_selfie_header_filter(ngx_http_request_t *r);
@@ -53,10 +52,6 @@ static ngx_int_t ngx_http_unico_selfie_body_filter(ngx_http_request_t *r,
 static ngx_int_t ngx_http_unico_selfie_collect(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_buf_t *b);
 static void ngx_http_unico_selfie_cleanup(void *data);
-static void ngx_http_unico_selfie_quiet(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx);
-static void ngx_http_unico_selfie_unquiet(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -145,6 +140,15 @@ static ngx_http_unico_selfie_outcome_t  ngx_http_unico_selfie_outcomes[] = {
                            NGX_LOG_ERR,
                            "Unico's image is larger than "
                            "unico_selfie_max_size"),
+    ngx_http_unico_outcome("token_failed", NGX_HTTP_BAD_GATEWAY, NGX_LOG_ERR,
+                           "the token endpoint did not give a token"),
+    ngx_http_unico_outcome("token_unavailable", NGX_HTTP_BAD_GATEWAY,
+                           NGX_LOG_ERR,
+                           "no token: the token endpoint failed recently, "
+                           "backing off"),
+    ngx_http_unico_outcome("token_timeout", NGX_HTTP_GATEWAY_TIME_OUT,
+                           NGX_LOG_ERR,
+                           "no token: waited too long for the refresh"),
     ngx_http_unico_outcome("internal", NGX_HTTP_INTERNAL_SERVER_ERROR,
                            NGX_LOG_ERR,
                            "internal error")
@@ -177,6 +181,7 @@ static ngx_str_t  ngx_http_unico_selfie_suffix = ngx_string("/selfie");
 ngx_int_t
 ngx_http_unico_selfie_handler(ngx_http_request_t *r)
 {
+    ngx_int_t                          rc;
     ngx_str_t                          id;
     ngx_pool_cleanup_t                *cln;
     ngx_http_unico_selfie_ctx_t       *ctx;
@@ -201,6 +206,8 @@ ngx_http_unico_selfie_handler(ngx_http_request_t *r)
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ctx->main = ctx;
 
     /* the context survives error_page redirects for the log variables */
 
@@ -235,11 +242,53 @@ ngx_http_unico_selfie_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_unico_selfie_token(r, uslcf, ctx) != NGX_OK) {
+    if (uslcf->account) {
+        rc = ngx_http_unico_selfie_account_acquire(r, ctx);
+
+    } else {
+        rc = ngx_http_unico_selfie_token(r, uslcf, ctx);
+    }
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_unico_selfie_start(r, ctx);
+
+    } else if (rc == NGX_ERROR) {
         return ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
     }
 
-    return ngx_http_unico_selfie_start(r, ctx);
+    if (rc == NGX_AGAIN) {
+        /* nothing else wakes a content handler: see the post_subrequest */
+        r->main->count++;
+        return NGX_DONE;
+    }
+
+    return rc;
+}
+
+
+/*
+ * Where a request waiting for a token goes on: rc is NGX_OK with
+ * ctx->authorization set, or NGX_ERROR with ctx->outcome.
+ */
+
+void
+ngx_http_unico_selfie_continue(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, ngx_int_t rc)
+{
+    if (rc == NGX_OK) {
+        rc = ngx_http_unico_selfie_start(r, ctx);
+
+    } else {
+        rc = ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
+    }
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    ngx_http_finalize_request(r, rc);
 }
 
 
@@ -247,7 +296,7 @@ static ngx_int_t
 ngx_http_unico_selfie_token(ngx_http_request_t *r,
     ngx_http_unico_selfie_loc_conf_t *uslcf, ngx_http_unico_selfie_ctx_t *ctx)
 {
-    u_char     *p, c;
+    u_char     *p;
     ngx_int_t   rc;
     ngx_str_t   token;
 
@@ -272,17 +321,7 @@ ngx_http_unico_selfie_token(ngx_http_request_t *r,
      * else (CR, LF, blanks, controls) is refused rather than forwarded.
      */
 
-    for (p = token.data; p < token.data + token.len; p++) {
-        c = *p;
-
-        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-            || (c >= '0' && c <= '9')
-            || c == '-' || c == '.' || c == '_' || c == '~' || c == '+'
-            || c == '/' || c == '=')
-        {
-            continue;
-        }
-
+    if (!unico_bearer_token_valid(token.data, token.len)) {
         ctx->outcome = NGX_HTTP_UNICO_BAD_TOKEN;
         return NGX_ERROR;
     }
@@ -302,7 +341,9 @@ ngx_http_unico_selfie_token(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
+/* Sends the selfie subrequest: NGX_AGAIN while it is in flight. */
+
+ngx_int_t
 ngx_http_unico_selfie_start(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx)
 {
@@ -372,11 +413,7 @@ ngx_http_unico_selfie_start(ngx_http_request_t *r,
 
     ngx_http_unico_selfie_quiet(r, ctx);
 
-    /* nothing else wakes a content handler: see the post_subrequest */
-
-    r->main->count++;
-
-    return NGX_DONE;
+    return NGX_AGAIN;
 }
 
 
@@ -443,6 +480,7 @@ ngx_http_unico_selfie_post_subrequest(ngx_http_request_t *r, void *data,
 static void
 ngx_http_unico_selfie_resume(ngx_http_request_t *r)
 {
+    ngx_int_t                     rc;
     ngx_http_unico_selfie_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
@@ -453,9 +491,79 @@ ngx_http_unico_selfie_resume(ngx_http_request_t *r)
 
     ctx->waiting = 0;
 
+    rc = ngx_http_unico_selfie_retry(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        return;
+    }
+
     r->write_event_handler = ngx_http_request_empty_handler;
 
-    ngx_http_finalize_request(r, ngx_http_unico_selfie_respond(r, ctx));
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_unico_selfie_respond(r, ctx);
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+/*
+ * Unico's 401 to a service account's token: that token is dropped, and the
+ * request tries once more with a new one.  NGX_DECLINED: no retry.
+ */
+
+static ngx_int_t
+ngx_http_unico_selfie_retry(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx)
+{
+    ngx_int_t                          rc;
+    ngx_http_unico_selfie_loc_conf_t  *uslcf;
+
+    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
+
+    if (ctx->status != NGX_HTTP_UNAUTHORIZED || uslcf->account == NULL
+        || ctx->retried || ctx->outcome != NGX_HTTP_UNICO_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "unico selfie: Unico refused the service account's token, "
+                  "retrying with a new one, processId: \"%V\"",
+                  &ctx->process_id);
+
+    ctx->retried = 1;
+
+    ngx_http_unico_selfie_account_reject(r, ctx);
+
+    /* forget the first answer */
+
+    if (ctx->body) {
+        ngx_pfree(r->pool, ctx->body);
+    }
+
+    ctx->subrequest = NULL;
+    ctx->status = 0;
+    ctx->retry_after.len = 0;
+    ctx->body = NULL;
+    ctx->body_len = 0;
+    ctx->body_size = 0;
+    ctx->done = 0;
+    ctx->last = 0;
+    ctx->timed_out = 0;
+    ctx->authorization.len = 0;
+
+    rc = ngx_http_unico_selfie_account_acquire(r, ctx);
+
+    if (rc == NGX_OK) {
+        return ngx_http_unico_selfie_start(r, ctx);
+    }
+
+    if (rc == NGX_ERROR) {
+        return ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
+    }
+
+    return rc;
 }
 
 
@@ -596,7 +704,7 @@ ngx_http_unico_selfie_send_image(ngx_http_request_t *r, unico_image_t *image)
 
 /* Logs the outcome once and returns the status the client gets. */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_unico_selfie_fail(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_outcome_e outcome)
 {
@@ -697,7 +805,11 @@ ngx_http_unico_selfie_get_ctx(ngx_http_request_t *r)
 static void
 ngx_http_unico_selfie_cleanup(void *data)
 {
-    /* a marker: the body lives in the request pool and goes with it */
+    ngx_http_unico_selfie_ctx_t  *ctx = data;
+
+    /* the body lives in the request pool and goes with it */
+
+    ngx_http_unico_selfie_account_cleanup(ctx);
 }
 
 
@@ -706,40 +818,57 @@ ngx_http_unico_selfie_cleanup(void *data)
  * being evaluated or sent, the connection's debug bits are masked.
  */
 
-static void
+void
 ngx_http_unico_selfie_quiet(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx)
 {
 #if (NGX_DEBUG)
-    ngx_log_t  *log;
+    ngx_log_t                    *log;
+    ngx_http_unico_selfie_ctx_t  *mctx;
+
+    /* the selfie and a token subrequest may overlap: count the holders */
+
+    if (ctx->quiet) {
+        return;
+    }
 
     log = r->connection->log;
+    mctx = ctx->main;
 
-    if (ctx->quiet || !(log->log_level & NGX_LOG_DEBUG_ALL)) {
+    ctx->quiet = 1;
+
+    if (mctx->quiet_count++ > 0) {
         return;
     }
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, log, 0,
                    "unico selfie: debug log paused while the token is used");
 
-    ctx->log_level = log->log_level;
-    ctx->quiet = 1;
+    mctx->log_level = log->log_level;
     log->log_level &= ~NGX_LOG_DEBUG_ALL;
 #endif
 }
 
 
-static void
+void
 ngx_http_unico_selfie_unquiet(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx)
 {
 #if (NGX_DEBUG)
+    ngx_http_unico_selfie_ctx_t  *mctx;
+
     if (!ctx->quiet) {
         return;
     }
 
-    r->connection->log->log_level = ctx->log_level;
+    mctx = ctx->main;
     ctx->quiet = 0;
+
+    if (--mctx->quiet_count > 0) {
+        return;
+    }
+
+    r->connection->log->log_level = mctx->log_level;
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "unico selfie: debug log resumed");

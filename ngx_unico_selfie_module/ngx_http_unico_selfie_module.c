@@ -27,6 +27,8 @@ static char *ngx_http_unico_selfie_api(ngx_conf_t *cf, ngx_command_t *cmd,
 
 static ngx_int_t ngx_http_unico_selfie_authorization_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_unico_selfie_token_body_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_unico_selfie_reason_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_unico_selfie_status_variable(ngx_http_request_t *r,
@@ -54,6 +56,20 @@ static ngx_command_t  ngx_http_unico_selfie_commands[] = {
       ngx_http_set_complex_value_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_unico_selfie_loc_conf_t, token),
+      NULL },
+
+    { ngx_string("unico_selfie_service_account"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_BLOCK|NGX_CONF_TAKE1,
+      ngx_http_unico_selfie_service_account,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("unico_selfie_account"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_unico_selfie_account,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("unico_selfie_max_size"),
@@ -106,6 +122,11 @@ static ngx_http_variable_t  ngx_http_unico_selfie_vars[] = {
      */
     { ngx_string("unico_selfie_authorization"), NULL,
       ngx_http_unico_selfie_authorization_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
+
+    /* the token request's form body: the same, for the token location */
+    { ngx_string("unico_selfie_token_body"), NULL,
+      ngx_http_unico_selfie_token_body_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_NOHASH, 0 },
 
     { ngx_string("unico_selfie_reason"), NULL,
@@ -166,6 +187,7 @@ ngx_http_unico_selfie_create_loc_conf(ngx_conf_t *cf)
      */
 
     conf->token = NGX_CONF_UNSET_PTR;
+    conf->account = NGX_CONF_UNSET_PTR;
     conf->max_size = NGX_CONF_UNSET_SIZE;
 
     return conf;
@@ -181,6 +203,7 @@ ngx_http_unico_selfie_merge_loc_conf(ngx_conf_t *cf, void *parent,
 
     ngx_conf_merge_str_value(conf->api, prev->api, "");
     ngx_conf_merge_ptr_value(conf->token, prev->token, NULL);
+    ngx_conf_merge_ptr_value(conf->account, prev->account, NULL);
     ngx_conf_merge_size_value(conf->max_size, prev->max_size,
                               5 * 1024 * 1024);
 
@@ -196,10 +219,11 @@ ngx_http_unico_selfie_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_ERROR;
     }
 
-    if (conf->token == NULL) {
+    if (conf->token == NULL && conf->account == NULL) {
         ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                       "\"unico_selfie\" in %s:%ui needs \"unico_selfie_token\" "
-                      "(the bearer token to present to Unico)",
+                      "or \"unico_selfie_account\" (the credentials to "
+                      "present to Unico)",
                       conf->file, conf->line);
         return NGX_CONF_ERROR;
     }
@@ -301,6 +325,29 @@ ngx_http_unico_selfie_authorization_variable(ngx_http_request_t *r,
     v->no_cacheable = 1;
     v->not_found = 0;
     v->data = ctx->authorization.data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_unico_selfie_token_body_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+
+    if (ctx == NULL || ctx->subrequest != r || ctx->token_body.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ctx->token_body.len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = ctx->token_body.data;
 
     return NGX_OK;
 }

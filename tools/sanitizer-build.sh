@@ -15,6 +15,7 @@
 #   UNICO_CACHE        cache directory (default: $HOME/.cache/ngx_unico_selfie)
 #   UNICO_ASAN_PREFIX  default OUT_DIR
 #   UNICO_JOBS         make -j value (default: 2)
+#   UNICO_KEEP_BUILDS  build dirs (one per flag set) kept in the cache (default: 3)
 #   CC                 compiler (default: gcc; clang works too, see below)
 #   UNICO_EXTRA_CC_OPT extra compiler flags appended to the sanitizer flags
 #   UNICO_VERBOSE=1    stream configure/make output instead of logging it
@@ -30,25 +31,35 @@
 # run with unchanged inputs needs no network and compiles nothing; a run
 # after the module's sources changed recompiles only the module.
 #
-# Compiler: gcc (Debian's own compiler for nginx, so the binary matches the
-# packaged one; its ASan/UBSan runtimes libasan8/libubsan1 come with gcc-12).
-# nginx's auto/cc/gcc builds with -Werror, and gcc 12 at -O1 with ASan/UBSan
-# is warning-free on 1.22.1, so nothing has to be relaxed.
+# Compiler: gcc by default -- Debian's own compiler for nginx (same code
+# generation and -Werror warning set as the packaged binary), its runtimes
+# (libasan8, libubsan1) come with gcc-12, gcc 12 at -O1 with ASan+UBSan is
+# warning-free on 1.22.1, and its -fsanitize=undefined does not include
+# pointer-overflow, which nginx core trips under clang.  CC=clang (14) builds
+# and works too (the flags and suppressions cover it); the one gcc quirk is
+# that UBSan ignores log_path (see sanitizer_env).
 #
-# Sanitizer runtime notes (details and the recommended *SAN_OPTIONS are in
-# tools/README.md; `tools/sanitizer-build.sh --print-env` prints them):
+# Sanitizer runtime (details in tools/README.md; `--print-env [DIR]` prints
+# the recommended ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS as export lines):
 #   * fork() of master/worker/cache processes is fine under ASan; each process
-#     runs LeakSanitizer at its own exit.
-#   * nginx dup2()s the error_log file onto fd 2 once the configuration is
-#     read (ngx_log_redirect_stderr), so without ASAN_OPTIONS=log_path reports
-#     of the master and workers land in the main error_log; before that (e.g.
-#     `nginx -t`, config parsing) they go to the terminal's stderr.  With
-#     log_path=<dir>/asan they always go to <dir>/asan.<pid>.
+#     runs LeakSanitizer at its own exit (so leaks show up after nginx stops).
+#   * nginx dup2()s the main error_log file onto fd 2 once the configuration
+#     is read (ngx_log_redirect_stderr), so by default all reports of the
+#     master and workers land in that error_log; before that (config parsing,
+#     `nginx -t`, `nginx -s`) they go to the invoking process's stderr.
+#   * detect_odr_violation=0 is required: every nginx dynamic module defines
+#     ngx_modules[]/ngx_module_names[] like the nginx binary does, which ASan
+#     reports as an ODR violation when the module is loaded.
+#   * `nginx -t` and `nginx -s ...` return from main() without freeing their
+#     cycle; run them with detect_leaks=0.
+#
+# Usage as a library of settings: `eval "$(tools/sanitizer-build.sh --print-env)"`.
 #
 
 set -euo pipefail
 
-readonly SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+readonly SCRIPT_DIR
 readonly NGINX_UPSTREAM_VERSION=1.22.1
 # Bump when the build layout/logic changes so that old build dirs are not reused.
 readonly BUILD_FORMAT=1
@@ -56,15 +67,18 @@ readonly BUILD_FORMAT=1
 # NGX_DEBUG_PALLOC=1 makes every pool allocation a separate malloc(), so ASan
 # sees overflows of pool memory too.
 #
-# -fsanitize-recover=alignment,nonnull-attribute: nginx 1.22.1's core trips
-# these two checks by design on x86_64 -- NGX_HAVE_NONALIGNED unaligned
-# uint16/uint32 loads and stores (ngx_http_parse.c method matching on
-# pipelined requests, all of HTTP/2 framing) and memcpy(dst, NULL, 0)
-# (ngx_pstrdup() of an empty string at every startup).  Non-recoverable UBSan
-# checks abort regardless of suppressions, so these two kinds are made
-# recoverable and tools/ubsan.supp suppresses them for the nginx executable
-# only; UBSAN_OPTIONS=halt_on_error=1 keeps them fatal in the module.
-readonly SAN_CC_OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -fsanitize-recover=alignment,nonnull-attribute -DNGX_DEBUG_PALLOC=1"
+# -fsanitize-recover=alignment,nonnull-attribute,pointer-overflow: nginx
+# 1.22.1's core trips these checks by design on x86_64 -- NGX_HAVE_NONALIGNED
+# unaligned uint16/uint32 loads and stores (ngx_http_parse.c method matching
+# on pipelined requests, all of HTTP/2 framing), memcpy(dst, NULL, 0)
+# (ngx_pstrdup() of an empty string at every startup) and, with clang only
+# (gcc's -fsanitize=undefined does not include pointer-overflow), "applying
+# zero offset to null pointer" in HTTP/2 request body handling.
+# Non-recoverable UBSan checks abort even when suppressed, so these kinds are
+# made recoverable and tools/ubsan.supp suppresses them for the nginx
+# executable only; UBSAN_OPTIONS=halt_on_error=1 keeps them fatal in the
+# module.  Every other UBSan check stays non-recoverable everywhere.
+readonly SAN_CC_OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -fsanitize-recover=alignment,nonnull-attribute,pointer-overflow -DNGX_DEBUG_PALLOC=1"
 # -z nodelete (a no-op for the executable): nginx dlclose()s modules when it
 # destroys the cycle pool at exit, before LeakSanitizer runs, which would
 # leave the module's frames in leak reports as "<unknown module>".
@@ -227,6 +241,7 @@ ensure_source() {
 debian_flags() {
     local flags mk
     mk=$(mktemp)
+    # shellcheck disable=SC2016  # $(...) is make syntax
     printf 'unico-print-flags:\n\t@printf "%%s\\n" $(basic_configure_flags) $(filter-out $(common_configure_flags),$(bin_configure_flags))\n' >"$mk"
     flags=$(cd "$SRC_DIR" && make -s -f debian/rules -f "$mk" unico-print-flags 2>/dev/null) || flags=
     rm -f "$mk"
@@ -273,6 +288,8 @@ ensure_configured() {
     BUILD_DIR=$CACHE/build-$key
     LOG=$BUILD_DIR/build.log
     mkdir -p "$BUILD_DIR"
+    touch "$BUILD_DIR"        # most recently used, for prune_builds
+    : >"$LOG"
 
     # The build dir mirrors the source tree through symlinks; only objs/ and
     # Makefile are real.
@@ -286,28 +303,34 @@ ensure_configured() {
         return 0
     fi
 
-    local prev=$BUILD_DIR/.prev
-    rm -rf "$prev"; mkdir -p "$prev"
+    # Generated files (top Makefile, objs/Makefile, objs/*.[ch]) are saved
+    # as $prev/<dir>_<name> to compare with configure's new output.
+    local prev=$BUILD_DIR/.prev p
+    rm -rf "$prev"
+    mkdir -p "$prev"
     if [[ -f $BUILD_DIR/objs/Makefile ]]; then
         log "addon config changed: re-running configure in $BUILD_DIR"
         for f in "$BUILD_DIR"/objs/*.[ch] "$BUILD_DIR"/objs/Makefile "$BUILD_DIR"/Makefile; do
-            [[ -f $f ]] && cp -p "$f" "$prev/$(basename "$(dirname "$f")")_$(basename "$f")"
+            if [[ -f $f ]]; then
+                cp -p "$f" "$prev/$(basename "$(dirname "$f")")_$(basename "$f")"
+            fi
         done
     else
         log "configuring nginx in $BUILD_DIR"
     fi
     rm -f "$BUILD_DIR/.configured"
-    : >>"$LOG"
+    # shellcheck disable=SC2016  # expanded by the inner sh
     run_logged configure env CC="${CC:-gcc}" \
         sh -c 'cd "$1" && shift && ./configure "$@"' sh "$BUILD_DIR" "${CONFIGURE_ARGS[@]}"
-    # restore mtimes of unchanged generated files
     for f in "$BUILD_DIR"/objs/*.[ch] "$BUILD_DIR"/objs/Makefile "$BUILD_DIR"/Makefile; do
-        local p=$prev/$(basename "$(dirname "$f")")_$(basename "$f")
-        [[ -f $f && -f $p ]] && cmp -s "$f" "$p" && touch -r "$p" "$f"
+        p=$prev/$(basename "$(dirname "$f")")_$(basename "$f")
+        if [[ -f $f && -f $p ]] && cmp -s "$f" "$p"; then
+            touch -r "$p" "$f"          # unchanged: keep the old mtime
+        fi
     done
     rm -rf "$prev"
     # The addon's include dirs/flags may have changed: recompile its objects.
-    [[ -d $BUILD_DIR/objs/addon ]] && find "$BUILD_DIR/objs/addon" -name '*.o' -delete
+    delete_module_objects
     echo "$stamp_want" >"$BUILD_DIR/.configured"
 }
 
@@ -319,9 +342,28 @@ invalidate_module_objects() {
     h=$(cd "$REPO_DIR" && find . -name .git -prune -o -name '*.h' -type f -print0 \
             | sort -z | xargs -0r sha256sum | sha)
     if [[ $(cat "$BUILD_DIR/.headers" 2>/dev/null) != "$h" ]]; then
-        [[ -d $BUILD_DIR/objs/addon ]] && find "$BUILD_DIR/objs/addon" -name '*.o' -delete
+        delete_module_objects
         echo "$h" >"$BUILD_DIR/.headers.new"
     fi
+}
+
+# Objects of the addon (the only addon in this build) live under objs/addon/.
+delete_module_objects() {
+    if [[ -d $BUILD_DIR/objs/addon ]]; then
+        find "$BUILD_DIR/objs/addon" -name '*.o' -delete
+    fi
+}
+
+# Keep the $UNICO_KEEP_BUILDS most recently used build dirs (~90 MB each).
+prune_builds() {
+    local keep=${UNICO_KEEP_BUILDS:-3} d n=0
+    while read -r d; do
+        n=$((n + 1))
+        if ((n > keep)); then
+            log "removing old build dir $d"
+            rm -rf "$d"
+        fi
+    done < <(ls -1dt "$CACHE"/build-* 2>/dev/null)
 }
 
 # 4. Build (make decides what is stale: the nginx binary only after a
@@ -333,7 +375,9 @@ build_and_install() {
         log "building nginx + module (cold build, a few minutes)"
     fi
     run_logged make make -C "$BUILD_DIR" -f objs/Makefile -j"$jobs" binary modules
-    [[ -f $BUILD_DIR/.headers.new ]] && mv "$BUILD_DIR/.headers.new" "$BUILD_DIR/.headers"
+    if [[ -f $BUILD_DIR/.headers.new ]]; then
+        mv "$BUILD_DIR/.headers.new" "$BUILD_DIR/.headers"
+    fi
 
     mkdir -p "$OUT_DIR"/{sbin,modules,conf,logs}
     install_if_changed "$BUILD_DIR/objs/nginx" "$OUT_DIR/sbin/nginx" 755
@@ -369,12 +413,13 @@ module_path() {
     printf '%s\n' "$OUT_DIR/modules/$name.so"
 }
 
-# 5. Check: nginx -V, and nginx -t with a config that loads the module.
-smoke_check() {
+# 5. Check: nginx -V, and nginx -t with a config that loads the module, under
+# the recommended sanitizer options.  Runs in a subshell (own env and trap).
+smoke_check() (
     local nginx=$1 module=$2 tmp out
     tmp=$(mktemp -d)
     # shellcheck disable=SC2064
-    trap "rm -rf '$tmp'" RETURN
+    trap "rm -rf '$tmp'" EXIT
     mkdir -p "$tmp/logs"
     cat >"$tmp/nginx.conf" <<EOF
 load_module $module;
@@ -399,7 +444,7 @@ EOF
     then
         die "nginx -t with the module failed:"$'\n'"$out"$'\n'"$(cat "$tmp"/asan.* 2>/dev/null)"
     fi
-}
+)
 
 # Recommended sanitizer environment, as shell `export` lines (see
 # tools/README.md).  $1 (optional): directory for ASan/LSan report files
@@ -430,9 +475,9 @@ main() {
     REPO_DIR=$(cd "${1:-$SCRIPT_DIR/..}" && pwd)
     [[ -f $REPO_DIR/config ]] || die "$REPO_DIR has no nginx addon 'config'"
     CACHE=${UNICO_CACHE:-$HOME/.cache/ngx_unico_selfie}
-    case $CACHE/ in "$REPO_DIR"/*) die "cache $CACHE must not be inside the repo" ;; esac
     mkdir -p "$CACHE/src"
     CACHE=$(cd "$CACHE" && pwd)
+    case $CACHE/ in "$REPO_DIR"/*) die "cache $CACHE must not be inside the repo" ;; esac
     OUT_DIR=${2:-${UNICO_ASAN_PREFIX:-$CACHE/asan}}
     mkdir -p "$OUT_DIR"
     OUT_DIR=$(cd "$OUT_DIR" && pwd)
@@ -448,6 +493,7 @@ main() {
     compute_configure_args
     ensure_configured
     build_and_install
+    prune_builds
 
     local module
     module=$(module_path)

@@ -34,6 +34,7 @@ use IO::Socket::SSL ();
 use JSON::PP ();
 use MIME::Base64 qw(encode_base64 decode_base64 encode_base64url
                     decode_base64url);
+use Net::SSLeay ();
 use POSIX ();
 use Socket qw(SOL_SOCKET SO_LINGER IPPROTO_TCP TCP_NODELAY);
 use Time::HiRes qw(time sleep);
@@ -67,8 +68,9 @@ my %REASON = (
     503 => 'Service Unavailable', 504 => 'Gateway Timeout',
 );
 
-# Token endpoint errors: the documented ones, then the mock's own (1.2.9x)
-# for failures whose real code Unico does not document.
+# Token endpoint errors (for --verbose and the README): the documented ones,
+# then the mock's own (1.2.9x) for failures whose real code Unico does not
+# document.
 my %TOKEN_ERROR = (
     '1.2.4'  => 'JWT expired',
     '1.2.7'  => 'JWT already used',
@@ -94,6 +96,7 @@ my $PUBKEY;             # Crypt::OpenSSL::RSA, or undef
 my $TLS_CTX;            # IO::Socket::SSL::SSL_Context, or undef with --plain
 my %CHILD;              # parent: live children
 my $STOP = 0;           # parent: SIGTERM/SIGINT seen
+my $SNI;                # child: the server name of the TLS ClientHello
 
 # How a scenario answers once the request is read (after "delay").
 my %ACTION = (
@@ -163,7 +166,7 @@ sub main {
 
     close $listener;
     stop_children();
-    unlink $O{pidfile} if defined $O{pidfile};
+    unlink grep { defined } $O{pidfile}, $O{portfile};
     remove_tree($O{state}) if $O{own_state};
     exit 0;
 }
@@ -250,6 +253,13 @@ sub tls_context {
         SSL_alpn_protocols  => ['http/1.1'],
     ) or die "unico.pl: TLS setup with $O{cert} / $O{key} failed: "
              . IO::Socket::SSL::errstr() . "\n";
+
+    # Note the SNI while the ClientHello is processed: afterwards OpenSSL
+    # reports none for resumed TLS 1.3 sessions (nginx resumes by default).
+    Net::SSLeay::CTX_set_tlsext_servername_callback($ctx->{context}, sub {
+        $SNI = Net::SSLeay::get_servername($_[0]);
+        return 0;                               # SSL_TLSEXT_ERR_OK
+    });
     return $ctx;
 }
 
@@ -486,8 +496,9 @@ sub spawn {
         $SIG{$_} = 'DEFAULT' for qw(TERM INT HUP CHLD ALRM);
         POSIX::sigprocmask(POSIX::SIG_UNBLOCK(), $chld);
         close $listener;
-        serve_connection($client);
-        POSIX::_exit(0);        # no END blocks, no destructors in children
+        my $ok = eval { serve_connection($client); 1 };
+        warn "unico.pl: $@" unless $ok;
+        POSIX::_exit($ok ? 0 : 1);  # no END blocks, no destructors in children
     } else {
         $CHILD{$pid} = 1;
     }
@@ -561,7 +572,7 @@ sub start_tls {
             if $O{verbose};
         return 0;
     }
-    $c->{sni} = eval { $c->{sock}->get_servername };
+    $c->{sni} = $SNI;
     return 1;
 }
 
@@ -654,6 +665,7 @@ sub read_request {
         $c->{buf} =~ s/\A(?:\r?\n)+//;      # RFC 9112 2.2: ignore
         if ($c->{buf} =~ /\r?\n\r?\n/) {
             $end = $+[0];
+            return bad_request(431) if $end > MAX_HEAD;
             last;
         }
         return bad_request(431) if length $c->{buf} > MAX_HEAD;
@@ -662,8 +674,6 @@ sub read_request {
 
     my $req = parse_head(substr($c->{buf}, 0, $end, ''))
         or return bad_request(400);
-    return $req if $req->{error};
-
     return defined read_body($c, $req, $timeout) ? $req : undef;
 }
 
@@ -1025,18 +1035,19 @@ sub handle_token {
     return token_misbehave($c, $req, $ctl->{token_mode})
         if $ctl->{token_mode} ne 'ok';
 
-    my $assertion;
-    my $claims = eval {
-        $assertion = token_form($req);
-        my $cl = verify_assertion($assertion);
+    my $ok = eval {
+        my $assertion = token_form($req);
+        verify_assertion($assertion);
         claim_assertion($assertion);
-        $cl;
+        1;
     };
-    if (!$claims) {
-        my ($code) = ($@ // '') =~ /\Ajwt:(\S+)/ or die $@;
-        return token_error($c, $req, 400, auth_failure($code));
-    }
-    return token_success($c, $req, $ctl);
+    return token_success($c, $req, $ctl) if $ok;
+
+    # Every refusal is HTTP 400, "wrong key" (1.2.21) included.
+    my ($code) = ($@ // '') =~ /\Ajwt:(\S+)/ or die $@;
+    warn "unico.pl: token request refused: $code ($TOKEN_ERROR{$code})\n"
+        if $O{verbose};
+    return token_error($c, $req, 400, auth_failure($code));
 }
 
 
@@ -1070,8 +1081,8 @@ sub url_decode {
 }
 
 
-# Checks everything but reuse; returns the claims.  Order: syntax, header,
-# signature, claim names, iss, aud, scope, times.
+# Checks everything but reuse; dies with reject() on the first failure, in
+# this order: syntax, header, signature, claim names, iss, aud, scope, times.
 sub verify_assertion {
     my ($jwt) = @_;
     my @part = split /\./, $jwt, -1;
@@ -1093,7 +1104,6 @@ sub verify_assertion {
     reject('1.2.22') unless join(',', sort keys %$claims)
                             eq 'aud,exp,iat,iss,scope';
     check_claim_values($claims);
-    return $claims;
 }
 
 
@@ -1156,7 +1166,7 @@ sub token_error {
 }
 
 
-# token_mode other than "ok" (see handle_control for the list).
+# token_mode other than "ok" (control_change lists them).
 sub token_misbehave {
     my ($c, $req, $mode) = @_;
     return act_hang($c, $req, {})     if $mode eq 'hang';
@@ -1289,12 +1299,14 @@ sub stats {
             qw(selfie token mock other minted);
     my $now = time;
     my @tokens = glob "$O{state}/tokens/*";
+    my @valid = grep { (slurp_if_exists($_) // 0) > $now } @tokens;
+    my @assertions = glob "$O{state}/assertions/*";
     return {
         (map { $_ => $n{$_} } qw(selfie token mock other)),
         total           => $n{selfie} + $n{token} + $n{mock} + $n{other},
         tokens_minted   => $n{minted},
-        tokens_valid    => scalar grep { (slurp_if_exists($_) // 0) > $now } @tokens,
-        assertions_used => scalar(() = glob "$O{state}/assertions/*"),
+        tokens_valid    => scalar @valid,
+        assertions_used => scalar @assertions,
     };
 }
 
