@@ -72,6 +72,13 @@ static ngx_http_unico_selfie_outcome_t  ngx_http_unico_selfie_outcomes[] = {
     ngx_http_unico_outcome("bad_process_id", NGX_HTTP_BAD_REQUEST,
                            NGX_LOG_INFO,
                            "processId is not a canonical UUID"),
+    ngx_http_unico_outcome("no_signature", NGX_HTTP_FORBIDDEN, NGX_LOG_INFO,
+                           "the URL has no \"expires\" or no \"sig\""),
+    ngx_http_unico_outcome("bad_signature", NGX_HTTP_FORBIDDEN, NGX_LOG_INFO,
+                           "the URL's signature is malformed or wrong"),
+    ngx_http_unico_outcome("signature_expired", NGX_HTTP_FORBIDDEN,
+                           NGX_LOG_INFO,
+                           "the signed URL has expired"),
     ngx_http_unico_outcome("no_token", NGX_HTTP_BAD_GATEWAY, NGX_LOG_ERR,
                            "unico_selfie_token is empty"),
     ngx_http_unico_outcome("bad_token", NGX_HTTP_BAD_GATEWAY, NGX_LOG_ERR,
@@ -237,6 +244,16 @@ ngx_http_unico_selfie_handler(ngx_http_request_t *r)
     }
 
     ctx->process_id = id;
+
+    /* a signed URL is checked before anything is asked of Unico */
+
+    if (uslcf->signature_keys) {
+        ctx->outcome = ngx_http_unico_selfie_signature_check(r, uslcf, &id);
+
+        if (ctx->outcome != NGX_HTTP_UNICO_OK) {
+            return ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
+        }
+    }
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -660,8 +677,6 @@ ngx_http_unico_selfie_send_image(ngx_http_request_t *r, unico_image_t *image)
 
     static ngx_str_t  nosniff_key = ngx_string("X-Content-Type-Options");
     static ngx_str_t  nosniff = ngx_string("nosniff");
-    static ngx_str_t  cache_key = ngx_string("Cache-Control");
-    static ngx_str_t  cache = ngx_string("private, no-store");
 
     mime = unico_image_mime(image->type);
 
@@ -673,7 +688,8 @@ ngx_http_unico_selfie_send_image(ngx_http_request_t *r, unico_image_t *image)
     r->headers_out.content_type_lowcase = NULL;
 
     if (ngx_http_unico_selfie_add_header(r, &nosniff_key, &nosniff) != NGX_OK
-        || ngx_http_unico_selfie_add_header(r, &cache_key, &cache) != NGX_OK)
+        || ngx_http_unico_selfie_set_cache_headers(r, image->data, image->len)
+           != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -958,7 +974,9 @@ ngx_http_unico_selfie_header_filter(ngx_http_request_t *r)
         }
     }
 
-    if (ctx->status != NGX_HTTP_OK) {
+    /* a token request's error answer is read too: it names the error */
+
+    if (ctx->status != NGX_HTTP_OK && ctx->token_body.len == 0) {
         return NGX_OK;
     }
 
@@ -1017,8 +1035,8 @@ ngx_http_unico_selfie_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (rc == NGX_OK && ctx->status == NGX_HTTP_OK && !ctx->done
-            && ctx->outcome == NGX_HTTP_UNICO_OK)
+        if (rc == NGX_OK && !ctx->done && ctx->outcome == NGX_HTTP_UNICO_OK
+            && (ctx->status == NGX_HTTP_OK || ctx->token_body.len))
         {
             rc = ngx_http_unico_selfie_collect(r, ctx, b);
         }

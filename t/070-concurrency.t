@@ -8,8 +8,6 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Digest::SHA qw(sha256_hex);
-use IO::Select;
-use IO::Socket::INET;
 use POSIX ();
 use Test::More;
 use Time::HiRes qw(time sleep);
@@ -26,43 +24,8 @@ my %file = ('jpeg-small' => 'selfie-360x480.jpg',
             'png' => 'selfie-480x640.png');
 my %sha = map { $_ => $t->fixture_sha256($file{$_}) } @names;
 
-# Opens every connection first, then reads them all: the requests are in
-# flight together on the one worker.
-sub concurrent {
-    my (@paths) = @_;
-    my (%conn, %buf);
-    my $sel = IO::Select->new;
-
-    for my $i (0 .. $#paths) {
-        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port)
-            or die "connect: $!";
-        $s->syswrite("GET $paths[$i] HTTP/1.1\r\nHost: localhost\r\n"
-                     . "Connection: close\r\n\r\n");
-        $conn{fileno $s} = [$s, $i];
-        $buf{$i} = '';
-        $sel->add($s);
-    }
-
-    my $deadline = time + 60;
-
-    while ($sel->count && time < $deadline) {
-        for my $s ($sel->can_read(1)) {
-            my $i = $conn{fileno $s}[1];
-            my $n = $s->sysread(my $chunk, 262144);
-            if ($n) {
-                $buf{$i} .= $chunk;
-            } else {
-                $sel->remove($s);
-                close $s;
-            }
-        }
-    }
-
-    return map { UnicoTest::parse_response($buf{$_}) } 0 .. $#paths;
-}
-
 my @paths = map { $names[$_ % 4] } 0 .. 99;
-my @r = concurrent(map { '/selfies/' . $t->id($_) } @paths);
+my @r = $t->concurrent_get(map { '/selfies/' . $t->id($_) } @paths);
 
 my $exact = grep {
     $r[$_]{status} == 200 && sha256_hex($r[$_]{body}) eq $sha{$paths[$_]}
@@ -73,7 +36,7 @@ is($exact, 100, '100 concurrent requests, all 200 and byte-exact');
 # a slow Unico does not block the worker: /ping answers meanwhile
 my $pid = fork // die;
 if ($pid == 0) {
-    my @slow = concurrent(('/selfies/' . $t->id('slow')) x 20);
+    my @slow = $t->concurrent_get(('/selfies/' . $t->id('slow')) x 20);
     POSIX::_exit((grep { $_->{status} == 504 } @slow) == 20 ? 0 : 1);
 }
 

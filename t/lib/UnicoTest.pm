@@ -280,6 +280,7 @@ sub run_nginx {
 sub selfie_conf {
     my ($self, %o) = @_;
     my $token = $o{token} // $TOKEN;
+    $token = length $token ? "unico_selfie_token  $token;" : '';
     $o{$_} //= '' for qw(selfie api server http);
 
     return <<"CONF";
@@ -295,7 +296,7 @@ sub selfie_conf {
         location ~ ^/selfies/(?<unico_process>[^/]+)\$ {
             unico_selfie        \$unico_process;
             unico_selfie_api    /_unico_api;
-            unico_selfie_token  $token;
+            $token
             $o{selfie}
         }
 
@@ -343,15 +344,30 @@ sub request {
     my ($raw, $sel) = ('', IO::Select->new($s));
     my $deadline = time + ($o{timeout} || 20);
 
+    # read to the end of the response, as a browser would: its
+    # Content-Length, or the close
     while (time < $deadline) {
         last unless $sel->can_read($deadline - time);
         my $n = $s->sysread(my $chunk, 65536);
         last unless $n;
         $raw .= $chunk;
+        last if response_complete($raw, $method);
     }
 
     close $s;
     return parse_response($raw);
+}
+
+
+sub response_complete {
+    my ($raw, $method) = @_;
+    my $end = index $raw, "\r\n\r\n";
+    return 0 if $end < 0;
+
+    my $head = substr $raw, 0, $end;
+    return 1 if $method eq 'HEAD' || $head =~ m{^HTTP/1\.[01] (?:1\d\d|204|304) };
+    my ($len) = $head =~ /^Content-Length:\s*(\d+)\s*$/mi or return 0;
+    return length($raw) - $end - 4 >= $len;
 }
 
 
@@ -457,6 +473,77 @@ sub check_logs {
 
     ok(!@bad, 'no crash, alert or sanitizer report in the logs')
         or diag(join "\n", @bad[0 .. ($#bad < 20 ? $#bad : 19)]);
+}
+
+
+# GETs every path on its own connection, all in flight together; the
+# responses in the order of the paths.
+sub concurrent_get {
+    my ($self, @paths) = @_;
+    my (%conn, %buf);
+    my $sel = IO::Select->new;
+
+    for my $i (0 .. $#paths) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$self->{port}")
+            or croak "connect: $!";
+        $s->syswrite("GET $paths[$i] HTTP/1.1\r\nHost: localhost\r\n"
+                     . "Connection: close\r\n\r\n");
+        $conn{fileno $s} = $i;
+        $buf{$i} = '';
+        $sel->add($s);
+    }
+
+    my $deadline = time + 120;
+
+    while ($sel->count && time < $deadline) {
+        for my $s ($sel->can_read(1)) {
+            my $i = $conn{fileno $s};
+            my $n = $s->sysread(my $chunk, 262144);
+
+            if ($n) {
+                $buf{$i} .= $chunk;
+                next;
+            }
+
+            $sel->remove($s);
+            close $s;
+        }
+    }
+
+    return map { parse_response($buf{$_}) } 0 .. $#paths;
+}
+
+
+# POST /__mock/control: changes the mock's token endpoint at run time.
+sub mock_control {
+    my ($self, %set) = @_;
+    require IO::Socket::SSL;
+
+    my $json = JSON::PP->new->canonical->encode(\%set);
+    my $s = IO::Socket::SSL->new(
+        PeerAddr => "127.0.0.1:$self->{mock_port}",
+        SSL_ca_file => $self->certs . '/ca.pem',
+        SSL_verifycn_name => 'localhost',
+    ) or croak "mock control: $IO::Socket::SSL::SSL_ERROR";
+
+    print $s "POST /__mock/control HTTP/1.1\r\nHost: localhost\r\n"
+             . "Content-Type: application/json\r\nConnection: close\r\n"
+             . "Content-Length: " . length($json) . "\r\n\r\n$json";
+
+    my $raw = do { local $/; <$s> };
+    close $s;
+
+    my $r = parse_response($raw // '');
+    croak "mock control: $r->{status} $r->{body}" unless $r->{status} == 200;
+    return $r;
+}
+
+
+# Calls to the token endpoint, from the mock's log.
+sub token_calls {
+    my ($self) = @_;
+    return scalar grep { $_->{path} eq '/oauth2/token' }
+                  @{ $self->mock_requests };
 }
 
 
