@@ -73,6 +73,10 @@ build_module() {
 
     mkdir -p "$BUILD"
 
+    # one build at a time in this tree (parallel test runs share it)
+    exec 9>"$BUILD/.lock"
+    flock 9
+
     # configure writes objs/ into the tree: work on a copy, configured once
     if [ ! -f "$tree/objs/Makefile" ] \
        || [ "$(cat "$BUILD/configure.stamp" 2>/dev/null)" != "$stamp" ]
@@ -100,7 +104,10 @@ build_module() {
         || { grep -E 'error|warning' "$BUILD/make.log" >&2 || \
              tail -30 "$BUILD/make.log" >&2; die "module build failed"; }
 
-    cp "$tree/objs/ngx_http_unico_selfie_module.so" "$MODULE_SO"
+    # a new inode: nginx processes that loaded the old file keep it
+    cp "$tree/objs/ngx_http_unico_selfie_module.so" "$MODULE_SO.tmp"
+    mv -f "$MODULE_SO.tmp" "$MODULE_SO"
+    flock -u 9
     log "built $MODULE_SO"
 }
 

@@ -12,6 +12,12 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "unico_selfie_payload.h"
+
+
+/* the key of a flight or a cache entry: processId and location */
+#define UNICO_SELFIE_KEY_LEN  (UNICO_UUID_LEN + sizeof(void *))
+
 
 /*
  * Every way a request can end.  The order is the order of
@@ -22,6 +28,9 @@ typedef enum {
     NGX_HTTP_UNICO_OK = 0,
     NGX_HTTP_UNICO_BAD_METHOD,
     NGX_HTTP_UNICO_BAD_PROCESS_ID,
+    NGX_HTTP_UNICO_NO_SIGNATURE,
+    NGX_HTTP_UNICO_BAD_SIGNATURE,
+    NGX_HTTP_UNICO_SIGNATURE_EXPIRED,
     NGX_HTTP_UNICO_NO_TOKEN,
     NGX_HTTP_UNICO_BAD_TOKEN,
     NGX_HTTP_UNICO_UNICO_400,
@@ -50,6 +59,7 @@ typedef enum {
     NGX_HTTP_UNICO_TOKEN_FAILED,
     NGX_HTTP_UNICO_TOKEN_UNAVAILABLE,
     NGX_HTTP_UNICO_TOKEN_TIMEOUT,
+    NGX_HTTP_UNICO_OVER_BUDGET,
     NGX_HTTP_UNICO_INTERNAL,
     NGX_HTTP_UNICO_OUTCOMES_N
 } ngx_http_unico_selfie_outcome_e;
@@ -57,6 +67,8 @@ typedef enum {
 
 typedef struct ngx_http_unico_selfie_account_s  ngx_http_unico_selfie_account_t;
 typedef struct ngx_http_unico_selfie_ctx_s  ngx_http_unico_selfie_ctx_t;
+typedef struct ngx_http_unico_selfie_cache_s  ngx_http_unico_selfie_cache_t;
+typedef struct ngx_http_unico_selfie_budget_s  ngx_http_unico_selfie_budget_t;
 
 
 typedef struct {
@@ -65,6 +77,14 @@ typedef struct {
     ngx_http_complex_value_t  *token;         /* unico_selfie_token */
     ngx_http_unico_selfie_account_t  *account; /* unico_selfie_account */
     size_t                     max_size;      /* unico_selfie_max_size */
+    ngx_http_unico_selfie_cache_t   *cache;   /* unico_selfie_cache */
+    ngx_shm_zone_t            *cache_zone;
+    ngx_http_unico_selfie_budget_t  *budget;  /* unico_selfie_budget */
+
+    /* unico_selfie_signature_keys: NULL when off */
+    struct unico_sig_keys_s   *signature_keys;
+    time_t                     signature_skew;
+    ngx_str_t                  cache_control; /* len 0: off */
 
     u_char                    *file;          /* where unico_selfie was set */
     ngx_uint_t                 line;
@@ -100,8 +120,15 @@ struct ngx_http_unico_selfie_ctx_s {
     /* service account */
     ngx_http_unico_selfie_account_t  *account;
     ngx_uint_t                 generation;    /* of the token used */
-    ngx_event_t                wait_ev;       /* polls for a token */
+    ngx_event_t                wait_ev;       /* token, budget, leader */
     ngx_msec_t                 wait_start;
+
+    /* coalescing: the leader's flight and followers, or a follower's link */
+    ngx_str_node_t             flight;
+    ngx_queue_t                followers;
+    ngx_queue_t                follower;
+    u_char                     key[UNICO_SELFIE_KEY_LEN];
+    unico_image_t              image;         /* a follower's or a hit */
 
     unsigned                   waiting:1;     /* subrequest in flight */
     unsigned                   done:1;        /* post_subrequest has run */
@@ -111,6 +138,11 @@ struct ngx_http_unico_selfie_ctx_s {
     unsigned                   waiting_token:1;
     unsigned                   retried:1;     /* after a 401 */
     unsigned                   token_fresh:1; /* waited for a new token */
+    unsigned                   leading:1;
+    unsigned                   following:1;
+    unsigned                   rejoin:1;      /* its leader ended early */
+    unsigned                   budget_waiting:1;
+    unsigned                   cached:1;      /* served from the cache */
 };
 
 
@@ -126,6 +158,33 @@ void ngx_http_unico_selfie_quiet(ngx_http_request_t *r,
 void ngx_http_unico_selfie_unquiet(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
 
+ngx_int_t ngx_http_unico_selfie_proceed(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+ngx_int_t ngx_http_unico_selfie_deliver(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+
+/* coalescing, cache, budget: ngx_http_unico_selfie_cache.c */
+char *ngx_http_unico_selfie_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_unico_selfie_cache(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_unico_selfie_cache_merge(ngx_conf_t *cf,
+    ngx_http_unico_selfie_loc_conf_t *conf,
+    ngx_http_unico_selfie_loc_conf_t *prev);
+ngx_int_t ngx_http_unico_selfie_cache_get(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, unico_image_t *image);
+void ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, unico_image_t *image);
+ngx_int_t ngx_http_unico_selfie_coalesce_join(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_coalesce_done(ngx_http_unico_selfie_ctx_t *ctx,
+    ngx_http_unico_selfie_outcome_e outcome, unico_image_t *image);
+void ngx_http_unico_selfie_coalesce_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
+char *ngx_http_unico_selfie_budget(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_unico_selfie_budget_take(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+
 /* the service account: ngx_http_unico_selfie_token.c */
 char *ngx_http_unico_selfie_service_account(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
@@ -137,6 +196,25 @@ void ngx_http_unico_selfie_account_reject(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
 void ngx_http_unico_selfie_account_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
 ngx_int_t ngx_http_unico_selfie_filter_init(ngx_conf_t *cf);
+
+/* signed URLs: ngx_http_unico_selfie_signature.c */
+char *ngx_http_unico_selfie_signature_keys(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_http_unico_selfie_outcome_e ngx_http_unico_selfie_signature_check(
+    ngx_http_request_t *r, ngx_http_unico_selfie_loc_conf_t *uslcf,
+    ngx_str_t *id);
+
+/* Cache-Control, ETag, ranges: ngx_http_unico_selfie_http.c */
+char *ngx_http_unico_selfie_cache_control(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_unico_selfie_set_cache_headers(ngx_http_request_t *r,
+    u_char *image, size_t len);
+
+/* counters: ngx_http_unico_selfie_metrics.c */
+char *ngx_http_unico_selfie_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_unico_selfie_metrics_init(ngx_conf_t *cf);
+void ngx_http_unico_selfie_metrics_token_refresh(ngx_uint_t ok);
 ngx_http_unico_selfie_ctx_t *ngx_http_unico_selfie_get_ctx(
     ngx_http_request_t *r);
 const ngx_str_t *ngx_http_unico_selfie_outcome_name(

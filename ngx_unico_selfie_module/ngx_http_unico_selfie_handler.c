@@ -156,6 +156,9 @@ static ngx_http_unico_selfie_outcome_t  ngx_http_unico_selfie_outcomes[] = {
     ngx_http_unico_outcome("token_timeout", NGX_HTTP_GATEWAY_TIME_OUT,
                            NGX_LOG_ERR,
                            "no token: waited too long for the refresh"),
+    ngx_http_unico_outcome("over_budget", NGX_HTTP_SERVICE_UNAVAILABLE,
+                           NGX_LOG_ERR,
+                           "the Unico call budget is spent"),
     ngx_http_unico_outcome("internal", NGX_HTTP_INTERNAL_SERVER_ERROR,
                            NGX_LOG_ERR,
                            "internal error")
@@ -259,19 +262,7 @@ ngx_http_unico_selfie_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (uslcf->account) {
-        rc = ngx_http_unico_selfie_account_acquire(r, ctx);
-
-    } else {
-        rc = ngx_http_unico_selfie_token(r, uslcf, ctx);
-    }
-
-    if (rc == NGX_OK) {
-        rc = ngx_http_unico_selfie_start(r, ctx);
-
-    } else if (rc == NGX_ERROR) {
-        return ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
-    }
+    rc = ngx_http_unico_selfie_proceed(r, ctx);
 
     if (rc == NGX_AGAIN) {
         /* nothing else wakes a content handler: see the post_subrequest */
@@ -280,6 +271,65 @@ ngx_http_unico_selfie_handler(ngx_http_request_t *r)
     }
 
     return rc;
+}
+
+
+/*
+ * A valid request: from the cache, or with the call of a request already
+ * asking Unico for the same selfie, or with a call of its own.  NGX_AGAIN
+ * while it waits, else the status to finalize with.
+ */
+
+ngx_int_t
+ngx_http_unico_selfie_proceed(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx)
+{
+    ngx_int_t                          rc;
+    ngx_http_unico_selfie_loc_conf_t  *uslcf;
+
+    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
+
+    if (ngx_http_unico_selfie_cache_get(r, ctx, &ctx->image) == NGX_OK) {
+        ctx->cached = 1;
+        return ngx_http_unico_selfie_deliver(r, ctx);
+    }
+
+    if (ngx_http_unico_selfie_coalesce_join(r, ctx) == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    if (uslcf->account) {
+        rc = ngx_http_unico_selfie_account_acquire(r, ctx);
+
+    } else {
+        rc = ngx_http_unico_selfie_token(r, uslcf, ctx);
+    }
+
+    if (rc == NGX_OK) {
+        return ngx_http_unico_selfie_start(r, ctx);
+    }
+
+    if (rc == NGX_ERROR) {
+        return ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
+    }
+
+    return rc;
+}
+
+
+/* A follower's or a cache hit's answer: ctx->outcome and ctx->image. */
+
+ngx_int_t
+ngx_http_unico_selfie_deliver(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx)
+{
+    if (ctx->outcome != NGX_HTTP_UNICO_OK) {
+        return ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
+    }
+
+    ctx->image_len = ctx->image.len;
+
+    return ngx_http_unico_selfie_send_image(r, &ctx->image);
 }
 
 
@@ -366,10 +416,23 @@ ngx_http_unico_selfie_start(ngx_http_request_t *r,
 {
     u_char                            *p;
     size_t                             b64;
+    ngx_int_t                          rc;
     ngx_str_t                          uri;
     ngx_http_request_t                *sr;
     ngx_http_post_subrequest_t        *ps;
     ngx_http_unico_selfie_loc_conf_t  *uslcf;
+
+    /* within the Unico call budget, if there is one */
+
+    rc = ngx_http_unico_selfie_budget_take(r, ctx);
+
+    if (rc == NGX_AGAIN) {
+        return NGX_AGAIN;
+    }
+
+    if (rc == NGX_DECLINED) {
+        return ngx_http_unico_selfie_fail(r, ctx, NGX_HTTP_UNICO_OVER_BUDGET);
+    }
 
     uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
 
@@ -663,6 +726,9 @@ ngx_http_unico_selfie_respond(ngx_http_request_t *r,
 
     ctx->image_len = image.len;
 
+    ngx_http_unico_selfie_cache_put(r, ctx, &image);
+    ngx_http_unico_selfie_coalesce_done(ctx, NGX_HTTP_UNICO_OK, &image);
+
     return ngx_http_unico_selfie_send_image(r, &image);
 }
 
@@ -733,6 +799,10 @@ ngx_http_unico_selfie_fail(ngx_http_request_t *r,
     ctx->outcome = outcome;
     o = &ngx_http_unico_selfie_outcomes[outcome];
 
+    /* the requests waiting for this one's call share its failure */
+
+    ngx_http_unico_selfie_coalesce_done(ctx, outcome, NULL);
+
     if (ctx->status) {
         ngx_log_error(o->level, r->connection->log, 0,
                       "unico selfie: %s (reason: %V, Unico status: %ui), "
@@ -753,7 +823,10 @@ ngx_http_unico_selfie_fail(ngx_http_request_t *r,
         }
     }
 
-    if (outcome == NGX_HTTP_UNICO_UNICO_429 && ctx->retry_after.len) {
+    if ((outcome == NGX_HTTP_UNICO_UNICO_429
+         || outcome == NGX_HTTP_UNICO_OVER_BUDGET)
+        && ctx->retry_after.len)
+    {
         if (ngx_http_unico_selfie_add_header(r, &retry_key, &ctx->retry_after)
             != NGX_OK)
         {
@@ -825,6 +898,7 @@ ngx_http_unico_selfie_cleanup(void *data)
 
     /* the body lives in the request pool and goes with it */
 
+    ngx_http_unico_selfie_coalesce_cleanup(ctx);
     ngx_http_unico_selfie_account_cleanup(ctx);
 }
 

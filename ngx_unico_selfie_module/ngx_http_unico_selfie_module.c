@@ -33,6 +33,12 @@ static ngx_int_t ngx_http_unico_selfie_reason_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_unico_selfie_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_unico_selfie_bytes_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_unico_selfie_upstream_time_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_unico_selfie_token_fresh_variable(
+    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 
 
 static ngx_command_t  ngx_http_unico_selfie_commands[] = {
@@ -72,11 +78,60 @@ static ngx_command_t  ngx_http_unico_selfie_commands[] = {
       0,
       NULL },
 
+    { ngx_string("unico_selfie_cache_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_unico_selfie_cache_zone,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("unico_selfie_cache"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_unico_selfie_cache,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("unico_selfie_budget"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
+      ngx_http_unico_selfie_budget,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("unico_selfie_max_size"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_size_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_unico_selfie_loc_conf_t, max_size),
+      NULL },
+
+    { ngx_string("unico_selfie_signature_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_unico_selfie_signature_keys,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("unico_selfie_signature_skew"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_unico_selfie_loc_conf_t, signature_skew),
+      NULL },
+
+    { ngx_string("unico_selfie_cache_control"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_unico_selfie_cache_control,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("unico_selfie_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_unico_selfie_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
       NULL },
 
       ngx_null_command
@@ -137,6 +192,18 @@ static ngx_http_variable_t  ngx_http_unico_selfie_vars[] = {
       ngx_http_unico_selfie_status_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("unico_selfie_bytes"), NULL,
+      ngx_http_unico_selfie_bytes_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("unico_selfie_upstream_time"), NULL,
+      ngx_http_unico_selfie_upstream_time_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("unico_selfie_token_fresh"), NULL,
+      ngx_http_unico_selfie_token_fresh_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -163,6 +230,10 @@ ngx_http_unico_selfie_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_unico_selfie_init(ngx_conf_t *cf)
 {
+    if (ngx_http_unico_selfie_metrics_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_unico_selfie_filter_init(cf);
 }
 
@@ -188,7 +259,11 @@ ngx_http_unico_selfie_create_loc_conf(ngx_conf_t *cf)
 
     conf->token = NGX_CONF_UNSET_PTR;
     conf->account = NGX_CONF_UNSET_PTR;
+    conf->cache = NGX_CONF_UNSET_PTR;
+    conf->budget = NGX_CONF_UNSET_PTR;
     conf->max_size = NGX_CONF_UNSET_SIZE;
+    conf->signature_keys = NGX_CONF_UNSET_PTR;
+    conf->signature_skew = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -204,8 +279,18 @@ ngx_http_unico_selfie_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_conf_merge_str_value(conf->api, prev->api, "");
     ngx_conf_merge_ptr_value(conf->token, prev->token, NULL);
     ngx_conf_merge_ptr_value(conf->account, prev->account, NULL);
+    ngx_conf_merge_ptr_value(conf->budget, prev->budget, NULL);
+
+    if (ngx_http_unico_selfie_cache_merge(cf, conf, prev) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
     ngx_conf_merge_size_value(conf->max_size, prev->max_size,
                               5 * 1024 * 1024);
+    ngx_conf_merge_ptr_value(conf->signature_keys, prev->signature_keys,
+                             NULL);
+    ngx_conf_merge_sec_value(conf->signature_skew, prev->signature_skew, 30);
+    ngx_conf_merge_str_value(conf->cache_control, prev->cache_control,
+                             "private, no-store");
 
     if (conf->process_id == NULL) {
         return NGX_CONF_OK;
@@ -403,6 +488,98 @@ ngx_http_unico_selfie_status_variable(ngx_http_request_t *r,
     v->no_cacheable = 1;
     v->not_found = 0;
     v->data = p;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_unico_selfie_bytes_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                       *p;
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    ctx = ngx_http_unico_selfie_get_ctx(r->main);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_SIZE_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->len = ngx_sprintf(p, "%uz", ctx->image_len) - p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+/* seconds with millisecond resolution, as $upstream_response_time */
+
+static ngx_int_t
+ngx_http_unico_selfie_upstream_time_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                       *p;
+    ngx_msec_t                    ms;
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    ctx = ngx_http_unico_selfie_get_ctx(r->main);
+
+    if (ctx == NULL || ctx->subrequest == NULL || !ctx->done) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN + 4);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ms = ctx->upstream_time;
+
+    v->len = ngx_sprintf(p, "%T.%03M", (time_t) (ms / 1000), ms % 1000) - p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+/*
+ * "1": the request waited for a newly minted token; "0": it used a token
+ * already held (always, for unico_selfie_token); empty when it ended
+ * before a token was needed.
+ */
+
+static ngx_int_t
+ngx_http_unico_selfie_token_fresh_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    ctx = ngx_http_unico_selfie_get_ctx(r->main);
+
+    if (ctx == NULL || (!ctx->token_fresh && ctx->authorization.len == 0)) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = 1;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = (u_char *) (ctx->token_fresh ? "1" : "0");
 
     return NGX_OK;
 }

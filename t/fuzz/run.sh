@@ -53,16 +53,25 @@ cleanup() {
 
 trap cleanup EXIT
 
-targets="fuzz_payload fuzz_base64 fuzz_uuid"
+targets="fuzz_payload fuzz_base64 fuzz_uuid fuzz_signature"
 
 flags="-std=c99 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 
 for t in $targets; do
     echo "== build $t"
+
+    case $t in
+        fuzz_signature)
+            core="$src/unico_selfie_signature.c $src/unico_selfie_hash.c"
+            libs=-lcrypto ;;
+        *)
+            core=$src/unico_selfie_payload.c
+            libs=-lyajl ;;
+    esac
+
     # shellcheck disable=SC2086
-    "$cc" $flags -I"$src" "$here/$t.c" "$src/unico_selfie_payload.c" \
-        -lyajl -o "$build/$t"
+    "$cc" $flags -I"$src" "$here/$t.c" $core $libs -o "$build/$t"
 done
 
 # the JSON and base64 tokens worth splicing in
@@ -106,6 +115,22 @@ cat > "$build/fuzz_base64.dict" <<'DICT'
 DICT
 
 : > "$build/fuzz_uuid.dict"
+
+cat > "$build/fuzz_signature.dict" <<'DICT'
+"\x00"
+"\x0a"
+"\x0d\x0a"
+"#"
+"="
+"=="
+"-_"
+"+/"
+"53060f52-f146-4c12-a234-5bb5031f6f5b"
+"1700000100"
+"9223372036854775807"
+"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+"tRGPNG804wv4zq7qVeWrzM_mHDw3H5cZ6ZBEbHUvDTQ"
+DICT
 
 failed=0
 

@@ -552,4 +552,67 @@ END {
 }
 
 
+# --- signed URLs, files, metrics, curl (edge features) ---
+
+# A signing key for tests: $n random-looking bytes, base64 (default 32).
+sub signing_key {
+    my ($self, $seed, $n) = @_;
+    require MIME::Base64;
+    my $bytes = substr(Digest::SHA::sha512("unico-test-key-$seed"), 0,
+                       $n // 32);
+    return MIME::Base64::encode_base64($bytes, '');
+}
+
+
+# The signed path of a selfie: /selfies/<id>?expires=<expires>&sig=<sig>,
+# HMAC-SHA256 over lc(id) "\n" expires with the base64 key $key.
+sub signed_path {
+    my ($self, $key, $id, $expires, %o) = @_;
+    require MIME::Base64;
+    my $raw = MIME::Base64::decode_base64($key =~ tr{-_}{+/}r);
+    my $sig = MIME::Base64::encode_base64url(
+        Digest::SHA::hmac_sha256(lc($id) . "\n" . $expires, $raw));
+    my $prefix = $o{prefix} // '/selfies/';
+    return "$prefix$id?expires=$expires&sig=$sig";
+}
+
+
+# Writes a file into the prefix: its path.
+sub write_file {
+    my ($self, $name, $content, $mode) = @_;
+    my $file = "$self->{dir}/$name";
+    open my $fh, '>:raw', $file or croak "$file: $!";
+    print $fh $content;
+    close $fh;
+    chmod($mode // 0600, $file);
+    return $file;
+}
+
+
+# GET a Prometheus text page: { "name{labels}" => value }, and the text.
+sub metrics {
+    my ($self, $path) = @_;
+    my $r = $self->get($path // '/metrics');
+    croak "metrics: status $r->{status}" unless $r->{status} == 200;
+    my %m;
+    for (split /\n/, $r->{body}) {
+        next if /^#/ || !/\S/;
+        my ($k, $v) = /^(\S+)\s+(\S+)$/ or croak "metrics line: $_";
+        $m{$k} = $v;
+    }
+    return wantarray ? (\%m, $r->{body}) : \%m;
+}
+
+
+# curl with the given arguments: (exit status, headers, body).
+sub curl {
+    my ($self, @args) = @_;
+    my $h = "$self->{dir}/curl.headers";
+    my $b = "$self->{dir}/curl.body";
+    unlink $h, $b;
+    system('curl', '-sS', '--max-time', '20', '-D', $h, '-o', $b, @args);
+    return ($? >> 8, $self->slurp($h), $self->slurp($b));
+}
+
+
 1;
