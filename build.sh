@@ -6,13 +6,14 @@
 #   ./build.sh test      build, then run the whole suite (prove t/)
 #   ./build.sh asan      build nginx + module with ASan/UBSan (.build/asan)
 #   ./build.sh fuzz [s]  run every libFuzzer target for s seconds (default 10)
+#   ./build.sh bench     the side-by-side benchmark (bench/run.sh)
+#   ./build.sh soak      the soak test (bench/soak.sh, 10 minutes)
 #
 # Environment:
 #   NGINX_SRC=<dir>      nginx source tree to build against
 #                        (default /usr/share/nginx/src, package nginx-dev)
 #   UNICO_SANITIZE=1     with "test": also run the suite against the
 #                        sanitizer build (CI sets it)
-#   UNICO_DEMO_PORT      demo port (default 8080)
 #
 # Needs root only to install missing Debian packages.
 
@@ -195,5 +196,7 @@ case "${1:-build}" in
     run)   cmd_run ;;
     asan)  build_asan ;;
     fuzz)  shift; exec bash "$REPO/t/fuzz/run.sh" "${1:-10}" ;;
-    *)     die "usage: $0 [build|run|test|asan|fuzz [seconds]]" ;;
+    bench) shift; build_module; exec bash "$REPO/bench/run.sh" "$@" ;;
+    soak)  shift; build_module; exec bash "$REPO/bench/soak.sh" "$@" ;;
+    *)     die "usage: $0 [build|run|test|asan|fuzz [s]|bench|soak]" ;;
 esac

@@ -86,9 +86,12 @@ typedef struct {
 } ngx_http_unico_selfie_accounts_t;
 
 
-static ngx_http_unico_selfie_accounts_t  *ngx_http_unico_selfie_accounts;
+static ngx_str_t  ngx_http_unico_selfie_tokens_zone =
+    ngx_string("unico_selfie_tokens");
 
 
+static ngx_http_unico_selfie_accounts_t *ngx_http_unico_selfie_accounts(
+    ngx_cycle_t *cycle);
 static char *ngx_http_unico_selfie_account_line(ngx_conf_t *cf,
     ngx_command_t *dummy, void *conf);
 static char *ngx_http_unico_selfie_account_check(ngx_conf_t *cf,
@@ -116,6 +119,46 @@ static void ngx_http_unico_selfie_backoff(ngx_http_unico_selfie_slot_t *slot,
     time_t now);
 
 
+/*
+ * The accounts of a configuration hang off its tokens zone, found in the
+ * cycle's list of zones: nothing outlives a cycle that failed to load.
+ */
+
+static ngx_http_unico_selfie_accounts_t *
+ngx_http_unico_selfie_accounts(ngx_cycle_t *cycle)
+{
+    ngx_uint_t        i;
+    ngx_shm_zone_t   *zone;
+    ngx_list_part_t  *part;
+
+    part = &cycle->shared_memory.part;
+    zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            zone = part->elts;
+            i = 0;
+        }
+
+        if (zone[i].tag == &ngx_http_unico_selfie_module
+            && zone[i].shm.name.len == ngx_http_unico_selfie_tokens_zone.len
+            && ngx_strncmp(zone[i].shm.name.data,
+                           ngx_http_unico_selfie_tokens_zone.data,
+                           ngx_http_unico_selfie_tokens_zone.len)
+               == 0)
+        {
+            return zone[i].data;
+        }
+    }
+}
+
+
 /* unico_selfie_service_account <name> { ... } */
 
 char *
@@ -123,7 +166,7 @@ ngx_http_unico_selfie_service_account(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
     char                              *rv;
-    ngx_str_t                         *value, zone_name;
+    ngx_str_t                         *value;
     ngx_uint_t                         i;
     ngx_conf_t                         save;
     ngx_http_unico_selfie_account_t   *acct, **pa;
@@ -131,10 +174,10 @@ ngx_http_unico_selfie_service_account(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    accts = ngx_http_unico_selfie_accounts;
+    accts = ngx_http_unico_selfie_accounts(cf->cycle);
 
-    if (accts == NULL || accts->zone->data != cf->cycle) {
-        /* the first account of this configuration cycle */
+    if (accts == NULL) {
+        /* the first account of this configuration */
 
         accts = ngx_pcalloc(cf->pool,
                             sizeof(ngx_http_unico_selfie_accounts_t));
@@ -149,19 +192,16 @@ ngx_http_unico_selfie_service_account(ngx_conf_t *cf, ngx_command_t *cmd,
             return NGX_CONF_ERROR;
         }
 
-        ngx_str_set(&zone_name, "unico_selfie_tokens");
-
-        accts->zone = ngx_shared_memory_add(cf, &zone_name,
-                                            NGX_HTTP_UNICO_ZONE_SIZE,
-                                            &ngx_http_unico_selfie_module);
+        accts->zone = ngx_shared_memory_add(cf,
+                                        &ngx_http_unico_selfie_tokens_zone,
+                                        NGX_HTTP_UNICO_ZONE_SIZE,
+                                        &ngx_http_unico_selfie_module);
         if (accts->zone == NULL) {
             return NGX_CONF_ERROR;
         }
 
         accts->zone->init = ngx_http_unico_selfie_init_zone;
-        accts->zone->data = cf->cycle;
-
-        ngx_http_unico_selfie_accounts = accts;
+        accts->zone->data = accts;
     }
 
     pa = accts->accounts.elts;
@@ -560,6 +600,7 @@ ngx_http_unico_selfie_account(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_str_t                         *value;
     ngx_uint_t                         i;
     ngx_http_unico_selfie_account_t  **pa;
+    ngx_http_unico_selfie_accounts_t  *accts;
 
     if (uslcf->account != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
@@ -572,15 +613,14 @@ ngx_http_unico_selfie_account(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
-    if (ngx_http_unico_selfie_accounts == NULL
-        || ngx_http_unico_selfie_accounts->zone->data != cf->cycle)
-    {
+    accts = ngx_http_unico_selfie_accounts(cf->cycle);
+    if (accts == NULL) {
         goto unknown;
     }
 
-    pa = ngx_http_unico_selfie_accounts->accounts.elts;
+    pa = accts->accounts.elts;
 
-    for (i = 0; i < ngx_http_unico_selfie_accounts->accounts.nelts; i++) {
+    for (i = 0; i < accts->accounts.nelts; i++) {
         if (pa[i]->name.len == value[1].len
             && ngx_strncmp(pa[i]->name.data, value[1].data, value[1].len)
                == 0)
@@ -603,7 +643,7 @@ unknown:
 static ngx_int_t
 ngx_http_unico_selfie_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
-    ngx_http_unico_selfie_shctx_t  *osh = data;
+    ngx_http_unico_selfie_accounts_t  *oaccts = data;
 
     ngx_uint_t                         i, j;
     ngx_slab_pool_t                   *shpool;
@@ -613,11 +653,11 @@ ngx_http_unico_selfie_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_unico_selfie_accounts_t  *accts;
     u_char                             used[NGX_HTTP_UNICO_ACCOUNTS_MAX];
 
-    accts = ngx_http_unico_selfie_accounts;
+    accts = shm_zone->data;
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
-    if (osh) {
-        sh = osh;
+    if (oaccts) {
+        sh = oaccts->sh;
 
     } else if (shm_zone->shm.exists) {
         sh = shpool->data;
@@ -631,7 +671,6 @@ ngx_http_unico_selfie_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         shpool->data = sh;
     }
 
-    shm_zone->data = sh;
     accts->shpool = shpool;
     accts->sh = sh;
 
@@ -701,11 +740,11 @@ ngx_http_unico_selfie_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 static ngx_http_unico_selfie_slot_t *
 ngx_http_unico_selfie_slot(ngx_http_unico_selfie_account_t *acct)
 {
-    ngx_http_unico_selfie_slot_t   *slot;
-    ngx_http_unico_selfie_shctx_t  *sh;
+    ngx_http_unico_selfie_slot_t      *slot;
+    ngx_http_unico_selfie_accounts_t  *accts;
 
-    sh = acct->zone->data;
-    slot = &sh->slots[acct->slot];
+    accts = acct->zone->data;
+    slot = &accts->sh->slots[acct->slot];
 
     if (!slot->in_use
         || ngx_memcmp(slot->fingerprint, acct->fingerprint, 32) != 0)
@@ -1087,6 +1126,8 @@ ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
+
+    ngx_http_unico_selfie_metrics_token_refresh(why == NULL);
 
     if (why == NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,

@@ -670,11 +670,12 @@ is get_selfie($m, $ID{'jpeg-small'})->{status}, 200, '... static tokens still wo
 is http($m, 'POST', '/__mock/control', body => '{"bogus":1}')->{status}, 400,
    'control: unknown key refused';
 
-control($m, { token_ttl => 1 });
+# a short token, with room for a loaded machine between minting and use
+control($m, { token_ttl => 3 });
 $res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 8)));
 my $short = $JSON->decode($res->{body})->{access_token};
-is get_selfie($m, $ID{'jpeg-small'}, $short)->{status}, 200, 'a 1 s token works...';
-sleep 1.2;
+is get_selfie($m, $ID{'jpeg-small'}, $short)->{status}, 200, 'a 3 s token works...';
+sleep 3.2;
 is get_selfie($m, $ID{'jpeg-small'}, $short)->{status}, 401, '... and expires';
 
 $settings = control($m, { reset => JSON::PP::true });

@@ -35,12 +35,12 @@ sub random_uuid {
     is($t->selfie_calls, 1, '50 concurrent requests: one Unico call');
 
     my $calls = $t->selfie_calls;
-    @r = $t->concurrent_get(('/selfies/' . $t->id('status-404')) x 20);
+    @r = $t->concurrent_get(('/selfies/' . $t->id('status-404-delay')) x 20);
     is((grep { $_->{status} == 404 } @r), 20, 'a shared 404: 20 times 404');
     is($t->selfie_calls, $calls + 1, 'a shared 404: one Unico call');
 
     $calls = $t->selfie_calls;
-    @r = $t->concurrent_get(('/selfies/' . $t->id('status-429')) x 10);
+    @r = $t->concurrent_get(('/selfies/' . $t->id('status-429-delay')) x 10);
     is((grep { $_->{status} == 503 && ($_->{headers}{'retry-after'} // '') eq '7' }
         @r), 10, 'a shared 429: each gets 503 with Retry-After');
     is($t->selfie_calls, $calls + 1, 'a shared 429: one Unico call');

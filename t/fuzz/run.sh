@@ -53,7 +53,7 @@ cleanup() {
 
 trap cleanup EXIT
 
-targets="fuzz_payload fuzz_base64 fuzz_uuid fuzz_signature"
+targets="fuzz_payload fuzz_base64 fuzz_uuid fuzz_signature fuzz_token"
 
 flags="-std=c99 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
@@ -65,6 +65,9 @@ for t in $targets; do
         fuzz_signature)
             core="$src/unico_selfie_signature.c $src/unico_selfie_hash.c"
             libs=-lcrypto ;;
+        fuzz_token)
+            core=$src/unico_selfie_jwt.c
+            libs="-lyajl -lcrypto" ;;
         *)
             core=$src/unico_selfie_payload.c
             libs=-lyajl ;;
@@ -130,6 +133,34 @@ cat > "$build/fuzz_signature.dict" <<'DICT'
 "9223372036854775807"
 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 "tRGPNG804wv4zq7qVeWrzM_mHDw3H5cZ6ZBEbHUvDTQ"
+DICT
+
+cat > "$build/fuzz_token.dict" <<'DICT'
+"\"access_token\""
+"\"token_type\""
+"\"expires_in\""
+"\"error\""
+"\"error_description\""
+"\"Bearer\""
+"\"3600\""
+"3600"
+"999999999"
+"1000000000"
+"Falha na autentica\xc3\xa7\xc3\xa3o 1.2.7"
+"1.2."
+"1.2.21"
+"\\u0041"
+"\\u00e7"
+"\\r\\n"
+"\":\""
+"\",\""
+"{\"a\":"
+"null"
+"true"
+"[]"
+"{}"
+"=="
+"-._~+/"
 DICT
 
 failed=0

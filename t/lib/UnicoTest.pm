@@ -604,6 +604,22 @@ sub metrics {
 }
 
 
+# Calls $code until it returns true or $timeout seconds (default 5) pass:
+# its last value.  For what nginx writes in the log phase, just after a
+# response has been read.
+sub eventually {
+    my ($self, $code, $timeout) = @_;
+    my $deadline = time + ($timeout // 5);
+    my $v;
+
+    until (($v = $code->()) || time >= $deadline) {
+        sleep 0.05;
+    }
+
+    return $v;
+}
+
+
 # curl with the given arguments: (exit status, headers, body).
 sub curl {
     my ($self, @args) = @_;
@@ -612,6 +628,85 @@ sub curl {
     unlink $h, $b;
     system('curl', '-sS', '--max-time', '20', '-D', $h, '-o', $b, @args);
     return ($? >> 8, $self->slurp($h), $self->slurp($b));
+}
+
+
+# --- faults and load (t/100-faults.t, t/110-reload.t, bench/soak) ---
+
+# check_logs, except that lines matching one of @allowed (regexes) are
+# expected: e.g. the [alert] of a worker the test killed itself.  The
+# allowed lines seen are returned.
+sub check_logs_except {
+    my ($self, @allowed) = @_;
+    $self->stop;
+
+    my $log = join '', map { $self->slurp("$self->{dir}/logs/$_") }
+                       qw(error.log nginx.out);
+    my (@bad, @seen);
+
+    for my $line (split /\n/, $log) {
+        next unless $line =~ /\[(alert|emerg|crit)\]/
+                    || $line =~ /AddressSanitizer|LeakSanitizer|runtime error:/
+                    || $line =~ /exited on signal/;
+
+        if (grep { $line =~ $_ } @allowed) {
+            push @seen, $line;
+        } else {
+            push @bad, $line;
+        }
+    }
+
+    ok(!@bad, 'no crash, alert or sanitizer report in the logs'
+              . (@allowed ? ' but the expected ones' : ''))
+        or diag(join "\n", @bad[0 .. ($#bad < 20 ? $#bad : 19)]);
+
+    return @seen;
+}
+
+
+# The pid of nginx's master (from its pid file), or undef.
+sub master_pid {
+    my ($self) = @_;
+    my $pid = $self->slurp("$self->{dir}/nginx.pid");
+    return $pid =~ /(\d+)/ ? $1 : undef;
+}
+
+
+# The pids of the master's children (workers), from /proc, sorted.
+sub worker_pids {
+    my ($self) = @_;
+    my $master = $self->master_pid or return ();
+    my @w;
+
+    for my $stat (glob '/proc/[0-9]*/stat') {
+        open my $fh, '<', $stat or next;
+        my $line = <$fh> // next;
+        my ($pid, $ppid) = $line =~ /^(\d+) \(.*\) \S+ (\d+)/ or next;
+        push @w, $pid if $ppid == $master;
+    }
+
+    return sort { $a <=> $b } @w;
+}
+
+
+# True for an nginx built with AddressSanitizer (TEST_NGINX_SANITIZED=1, or
+# the binary carries the ASan runtime's entry point): timing bounds widen.
+sub sanitized {
+    my ($self) = @_;
+    return $self->{sanitized} //= $ENV{TEST_NGINX_SANITIZED}
+        || index($self->slurp($self->{nginx}), '__asan_init') >= 0 ? 1 : 0;
+}
+
+
+# Loads a copy of the module from the prefix: a rebuild during a long test
+# rewrites the .so in place, under the running nginx.
+sub private_module {
+    my ($self) = @_;
+    require File::Copy;
+    my $copy = "$self->{dir}/ngx_http_unico_selfie_module.so";
+    File::Copy::copy($self->{module}, $copy) or croak "copy module: $!";
+    $self->{module} = $copy;
+    return $copy;
 }
 
 
