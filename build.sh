@@ -138,6 +138,8 @@ cmd_test() {
         module=$(printf '%s\n' "$out" | sed -n 's/^MODULE=//p')
         [ -x "$nginx" ] && [ -f "$module" ] || die "sanitizer build failed"
 
+        # the sanitizer options and suppressions are compiled into that
+        # nginx (tools/README.md): no environment needed
         TEST_NGINX_BINARY="$nginx" TEST_NGINX_MODULE="$module" \
         TEST_NGINX_SANITIZED=1 \
             run_suite "nginx with AddressSanitizer and UBSan"
@@ -195,7 +197,9 @@ case "${1:-build}" in
     test)  cmd_test ;;
     run)   cmd_run ;;
     asan)  build_asan ;;
-    fuzz)  shift; exec bash "$REPO/t/fuzz/run.sh" "${1:-10}" ;;
+    fuzz)  shift
+           ensure_packages clang libclang-rt-14-dev libyajl-dev libssl-dev
+           exec bash "$REPO/t/fuzz/run.sh" "${1:-10}" ;;
     bench) shift; build_module; exec bash "$REPO/bench/run.sh" "$@" ;;
     soak)  shift; build_module; exec bash "$REPO/bench/soak.sh" "$@" ;;
     *)     die "usage: $0 [build|run|test|asan|fuzz [s]|bench|soak]" ;;

@@ -39,22 +39,18 @@
 # and works too (the flags and suppressions cover it); the one gcc quirk is
 # that UBSan ignores log_path (see sanitizer_env).
 #
-# Sanitizer runtime (details in tools/README.md; `--print-env [DIR]` prints
-# the recommended ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS as export lines):
+# Sanitizer runtime (details in tools/README.md):
+#   * The recommended ASan/UBSan/LSan options are compiled into the nginx
+#     binary as defaults (a generated static addon, never in the module), so
+#     no environment is needed; *SAN_OPTIONS in the environment override
+#     them flag by flag.  `--print-env [DIR]` prints them as export lines.
 #   * fork() of master/worker/cache processes is fine under ASan; each process
-#     runs LeakSanitizer at its own exit (so leaks show up after nginx stops).
+#     runs LeakSanitizer at its own exit, so leaks show up once nginx stops.
 #   * nginx dup2()s the main error_log file onto fd 2 once the configuration
-#     is read (ngx_log_redirect_stderr), so by default all reports of the
-#     master and workers land in that error_log; before that (config parsing,
-#     `nginx -t`, `nginx -s`) they go to the invoking process's stderr.
-#   * detect_odr_violation=0 is required: every nginx dynamic module defines
-#     ngx_modules[]/ngx_module_names[] like the nginx binary does, which ASan
-#     reports as an ODR violation when the module is loaded.
-#   * `nginx -t` and `nginx -s ...` return from main() without freeing their
-#     cycle; run them with detect_leaks=0.
-#
-# Usage as a library of settings: `eval "$(tools/sanitizer-build.sh --print-env)"`.
-#
+#     is read (ngx_log_redirect_stderr), so all reports of the master and
+#     workers land in that error_log; before that (config parsing, nginx -t,
+#     nginx -s) they go to the invoking process's stderr.
+#   * Leak checking is off for nginx -t/-T/-s (they never free their cycle).
 
 set -euo pipefail
 
@@ -75,7 +71,7 @@ readonly BUILD_FORMAT=1
 # (gcc's -fsanitize=undefined does not include pointer-overflow), "applying
 # zero offset to null pointer" in HTTP/2 request body handling.
 # Non-recoverable UBSan checks abort even when suppressed, so these kinds are
-# made recoverable and tools/ubsan.supp suppresses them for the nginx
+# made recoverable and ubsan_supp (below) suppresses them for the nginx
 # executable only; UBSAN_OPTIONS=halt_on_error=1 keeps them fatal in the
 # module.  Every other UBSan check stays non-recoverable everywhere.
 readonly SAN_CC_OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined -fsanitize-recover=alignment,nonnull-attribute,pointer-overflow -DNGX_DEBUG_PALLOC=1"
@@ -83,6 +79,24 @@ readonly SAN_CC_OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
 # destroys the cycle pool at exit, before LeakSanitizer runs, which would
 # leave the module's frames in leak reports as "<unknown module>".
 readonly SAN_LD_OPT="-fsanitize=address,undefined -Wl,-z,nodelete"
+
+# Recommended sanitizer options.  They are compiled into the nginx binary as
+# defaults (see write_defaults_addon), so the binary behaves right with no
+# environment at all; ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS still override
+# them flag by flag.  Suppression files are added where they are installed.
+#   detect_odr_violation=0  required: each nginx dynamic module defines
+#                           ngx_modules[]/ngx_module_names[] as the binary
+#                           does; ASan aborts load_module with "odr-violation"
+#   abort_on_error=1        reports end in SIGABRT ("exited on signal 6")
+#   fast_unwind_on_malloc=0 full allocation stacks through libssl/libcrypto
+#                           (no frame pointers there), so that LSan reports
+#                           of OpenSSL memory say who allocated it and
+#                           tools/lsan.supp can tell nginx core from the
+#                           module; costs ~20% test time
+#   detect_leaks            on, except for nginx -t/-T/-s (see below)
+readonly SAN_ASAN_OPTS=detect_odr_violation=0:abort_on_error=1:fast_unwind_on_malloc=0:detect_stack_use_after_return=1:check_initialization_order=1:strict_string_checks=1
+readonly SAN_UBSAN_OPTS=print_stacktrace=1:halt_on_error=1:abort_on_error=1
+readonly SAN_LSAN_OPTS=print_suppressions=0
 
 # Debian packages needed to fetch, unpack and build (see ensure_prereqs).
 readonly PREREQ_PKGS=(gcc make libc6-dev dpkg-dev xz-utils patch libpcre2-dev
@@ -267,9 +281,12 @@ compute_configure_args() {
             --*) CONFIGURE_ARGS+=("$f") ;;
         esac
     done < <(debian_flags)
+    # ngx_sanitizer_defaults: relative to the build dir, see
+    # write_defaults_addon.
     CONFIGURE_ARGS+=(--with-debug
                      --with-cc-opt="$SAN_CC_OPT${UNICO_EXTRA_CC_OPT:+ $UNICO_EXTRA_CC_OPT}"
                      --with-ld-opt="$SAN_LD_OPT"
+                     --add-module=ngx_sanitizer_defaults
                      --add-dynamic-module="$REPO_DIR")
 }
 
@@ -291,13 +308,15 @@ ensure_configured() {
     touch "$BUILD_DIR"        # most recently used, for prune_builds
     : >"$LOG"
 
-    # The build dir mirrors the source tree through symlinks; only objs/ and
-    # Makefile are real.
+    # The build dir mirrors the source tree through symlinks; only objs/,
+    # Makefile and ngx_sanitizer_defaults/ are real.
     for f in auto conf configure contrib html man src; do
         [[ -e $BUILD_DIR/$f ]] || ln -sfn "$SRC_DIR/$f" "$BUILD_DIR/$f"
     done
+    write_defaults_addon "$BUILD_DIR/ngx_sanitizer_defaults"
 
-    stamp_want=$( { printf '%s\n' "${CONFIGURE_ARGS[@]}"; cat "$REPO_DIR/config"; } | sha)
+    stamp_want=$( { printf '%s\n' "${CONFIGURE_ARGS[@]}"; cat "$REPO_DIR/config" \
+                    "$BUILD_DIR/ngx_sanitizer_defaults/config"; } | sha)
     if [[ -f $BUILD_DIR/objs/Makefile \
           && $(cat "$BUILD_DIR/.configured" 2>/dev/null) == "$stamp_want" ]]; then
         return 0
@@ -309,7 +328,7 @@ ensure_configured() {
     rm -rf "$prev"
     mkdir -p "$prev"
     if [[ -f $BUILD_DIR/objs/Makefile ]]; then
-        log "addon config changed: re-running configure in $BUILD_DIR"
+        log "re-running configure in $BUILD_DIR (an addon config changed)"
         for f in "$BUILD_DIR"/objs/*.[ch] "$BUILD_DIR"/objs/Makefile "$BUILD_DIR"/Makefile; do
             if [[ -f $f ]]; then
                 cp -p "$f" "$prev/$(basename "$(dirname "$f")")_$(basename "$f")"
@@ -339,7 +358,8 @@ ensure_configured() {
 # so they are recompiled (cheap: only the addon).
 invalidate_module_objects() {
     local h
-    h=$(cd "$REPO_DIR" && find . -name .git -prune -o -name '*.h' -type f -print0 \
+    # (hidden dirs such as .git or .build/ are skipped)
+    h=$(cd "$REPO_DIR" && find . -path './.*' -prune -o -name '*.h' -type f -print0 \
             | sort -z | xargs -0r sha256sum | sha)
     if [[ $(cat "$BUILD_DIR/.headers" 2>/dev/null) != "$h" ]]; then
         delete_module_objects
@@ -347,11 +367,167 @@ invalidate_module_objects() {
     fi
 }
 
-# Objects of the addon (the only addon in this build) live under objs/addon/.
+# The module's objects are the only ones under objs/addon/.
 delete_module_objects() {
     if [[ -d $BUILD_DIR/objs/addon ]]; then
-        find "$BUILD_DIR/objs/addon" -name '*.o' -delete
+        find "$BUILD_DIR/objs/addon" -name '*.o' -type f -delete
     fi
+}
+
+# Write stdin to $1 unless $1 already has that content (keeps mtimes, so make
+# does not rebuild needlessly).
+write_if_changed() {
+    local dst=$1 tmp
+    tmp=$(mktemp "$dst.XXXXXX")
+    cat >"$tmp"
+    if cmp -s "$tmp" "$dst"; then
+        rm -f "$tmp"
+    else
+        mv -f "$tmp" "$dst"
+    fi
+}
+
+# A source file compiled into the nginx binary only (never into the module):
+# __asan_default_options() & co. return the recommended options.  The LSan
+# suppressions (tools/lsan.supp) are compiled in too, through
+# __lsan_default_suppressions(): LSan reads its suppression file lazily, at
+# the leak check at exit, i.e. in workers running as "nobody", which cannot
+# read files under /root (the default cache); the report is then replaced by
+# "failed to read suppressions file" and an abort.  UBSan reads its file once
+# at exec time (the root master), so $OUT_DIR/sanitizer/ubsan.supp is fine.  Leak checking is
+# turned off for `nginx -t/-T` and `nginx -s ...`: they return from main()
+# without destroying their configuration cycle, which LeakSanitizer would
+# report as ~270 KB of leaks on every config test (only long-running
+# master/worker processes free their cycle pool at exit).
+write_defaults_addon() {
+    local dir=$1 supp=$OUT_DIR/sanitizer lsan_supp
+    mkdir -p "$dir"
+    # tools/lsan.supp as C string lines, without comments and blank lines
+    lsan_supp=$(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' \
+                    -e 's/[\\"]/\\&/g' -e 's/.*/    "&\\n"/' "$SCRIPT_DIR/lsan.supp")
+    # Added to CORE_SRCS rather than NGX_ADDON_SRCS: static addon objects
+    # depend on every addon's headers, the dynamic module's included, and
+    # would relink nginx whenever a module header changes.
+    write_if_changed "$dir/config" <<'EOF'
+# generated by tools/sanitizer-build.sh: not a module, one more core source
+ngx_addon_name=ngx_sanitizer_defaults
+CORE_SRCS="$CORE_SRCS $ngx_addon_dir/ngx_sanitizer_defaults.c"
+mkdir -p "$NGX_OBJS/$ngx_addon_dir"
+EOF
+    write_if_changed "$dir/ngx_sanitizer_defaults.c" <<EOF
+/*
+ * Generated by tools/sanitizer-build.sh.  Linked into the sanitizer nginx
+ * binary only.  Default sanitizer options; the ASAN_OPTIONS, UBSAN_OPTIONS
+ * and LSAN_OPTIONS environment variables override them flag by flag.
+ */
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+
+#define NGX_SAN_ASAN   "$SAN_ASAN_OPTS"
+#define NGX_SAN_UBSAN  "$SAN_UBSAN_OPTS:suppressions=$supp/ubsan.supp"
+#define NGX_SAN_LSAN   "$SAN_LSAN_OPTS"
+
+
+/*
+ * Whether nginx was started as "nginx -t", "-T" or "-s signal": these return
+ * from main() without destroying their cycle, so leak checking is pointless
+ * for them.  Called from the sanitizer runtime's initialisation, before
+ * main() and before ASan's shadow memory exists: hence not instrumented, raw
+ * system calls and no libc string functions.  The option syntax is that of
+ * ngx_get_options().
+ */
+
+__attribute__((no_sanitize("address", "undefined"))) static int
+ngx_san_config_only(void)
+{
+    static char  buf[16384];
+    char        *p, *end;
+    long         fd, n;
+    int          value;
+
+    fd = syscall(SYS_openat, AT_FDCWD, "/proc/self/cmdline", O_RDONLY);
+    if (fd < 0) {
+        return 0;
+    }
+
+    n = syscall(SYS_read, fd, buf, sizeof(buf) - 1);
+    (void) syscall(SYS_close, fd);
+
+    if (n <= 0) {
+        return 0;
+    }
+
+    buf[n] = '\0';
+    end = buf + n;
+
+    /* skip argv[0] */
+    for (p = buf; p < end && *p; p++) { /* void */ }
+
+    value = 0;
+
+    for (p++; p < end; p++) {
+
+        if (value || *p != '-') {
+            /* the value of -p/-c/-g/-e, or not an option */
+            value = 0;
+
+        } else {
+            for (p++; *p; p++) {
+                if (*p == 't' || *p == 'T' || *p == 's') {
+                    return 1;
+                }
+
+                if (*p == 'p' || *p == 'c' || *p == 'g' || *p == 'e') {
+                    value = (p[1] == '\0');
+                    break;
+                }
+            }
+        }
+
+        while (p < end && *p) {
+            p++;
+        }
+    }
+
+    return 0;
+}
+
+
+__attribute__((visibility("default"), used)) const char *
+__asan_default_options(void)
+{
+    return ngx_san_config_only() ? NGX_SAN_ASAN ":detect_leaks=0"
+                                 : NGX_SAN_ASAN ":detect_leaks=1";
+}
+
+
+__attribute__((visibility("default"), used)) const char *
+__ubsan_default_options(void)
+{
+    return NGX_SAN_UBSAN;
+}
+
+
+__attribute__((visibility("default"), used)) const char *
+__lsan_default_options(void)
+{
+    return NGX_SAN_LSAN;
+}
+
+
+/* tools/lsan.supp */
+
+__attribute__((visibility("default"), used)) const char *
+__lsan_default_suppressions(void)
+{
+    return
+${lsan_supp:-    \"\"}
+    "";
+}
+EOF
 }
 
 # Keep the $UNICO_KEEP_BUILDS most recently used build dirs (~90 MB each).
@@ -391,6 +567,38 @@ build_and_install() {
     for f in "$SRC_DIR"/conf/*; do
         [[ -f $OUT_DIR/conf/$(basename "$f") ]] || cp "$f" "$OUT_DIR/conf/"
     done
+    # the UBSan suppression file the binary's defaults point to (the LSan
+    # ones are compiled in; the copy is for reference and --print-env)
+    mkdir -p "$OUT_DIR/sanitizer"
+    install_if_changed "$SCRIPT_DIR/lsan.supp" "$OUT_DIR/sanitizer/lsan.supp" 644
+    ubsan_supp | write_if_changed "$OUT_DIR/sanitizer/ubsan.supp"
+    chmod 644 "$OUT_DIR/sanitizer/ubsan.supp"
+}
+
+# UBSan runtime suppressions, installed as $OUT_DIR/sanitizer/ubsan.supp.
+ubsan_supp() {
+    cat <<'EOF'
+# UBSan runtime suppressions for the sanitizer nginx, generated by
+# tools/sanitizer-build.sh (edit them there).
+#
+# nginx 1.22.1's core trips these checks by design, so they are compiled as
+# recoverable (-fsanitize-recover=...; a non-recoverable check aborts even
+# when suppressed) and suppressed here for the nginx executable only: the
+# pattern matches the ELF object the check is in, i.e. <prefix>/sbin/nginx.
+# The same checks still fire -- and with halt_on_error=1 abort -- in the
+# module's .so.
+#
+#   alignment          NGX_HAVE_NONALIGNED: unaligned uint16/uint32 loads and
+#                      stores (ngx_http_parse.c on pipelined requests, HTTP/2
+#                      frame parsing and output everywhere)
+#   nonnull-attribute  memcpy(dst, NULL, 0), e.g. ngx_pstrdup() of the empty
+#                      conf_param at every startup (ngx_cycle.c:118)
+#   pointer-overflow   clang only: "applying zero offset to null pointer" in
+#                      HTTP/2 request body handling (ngx_http_v2.c)
+alignment:/sbin/nginx$
+nonnull-attribute:/sbin/nginx$
+pointer-overflow:/sbin/nginx$
+EOF
 }
 
 # Copy via a temporary file + rename, so that a running binary is not
@@ -401,6 +609,23 @@ install_if_changed() {
     cp "$src" "$dst.tmp.$$"
     chmod "$mode" "$dst.tmp.$$"
     mv -f "$dst.tmp.$$" "$dst"
+}
+
+# nginx started as root runs its workers as "nobody".  Their sanitizer
+# runtime symbolises report stacks by reading the ELF files then, so a module
+# it cannot read (e.g. under /root, where the default cache lives) shows up
+# as "module.so+0x4ab5" only (addr2line -f -i -e <module.so> 0x4ab5 still
+# resolves it).  Warn about that.
+check_worker_access() {
+    local module=$1
+    [[ $(id -u) == 0 ]] && command -v runuser >/dev/null || return 0
+    id nobody >/dev/null 2>&1 || return 0
+    if ! runuser -u nobody -- test -r "$module"; then
+        log "warning: user nobody cannot read $module: in reports from"
+        log "  nginx workers (user nobody when started as root) the module's"
+        log "  frames stay unsymbolised; use an OUT_DIR outside /root (e.g."
+        log "  <repo>/.build/asan) or \"user root;\" in test configurations"
+    fi
 }
 
 # The .so's name is the addon's ngx_addon_name.
@@ -431,45 +656,49 @@ http {
     server { listen 127.0.0.1:1; location / { return 204; } }
 }
 EOF
-    eval "$(sanitizer_env "$tmp")"
-    # `nginx -t` (like `nginx -s ...`) returns from main() without destroying
-    # its cycle, so leak checking is off for it (see tools/README.md).
-    ASAN_OPTIONS=$ASAN_OPTIONS:detect_leaks=0
+    # no *SAN_OPTIONS: the defaults compiled into the binary must suffice
+    unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
     out=$("$nginx" -V 2>&1) || die "nginx -V failed: $out"
     grep -q -- '--with-cc-opt=.*-fsanitize=address' <<<"$out" \
         || die "nginx -V does not show the sanitizer flags"
     if ! out=$("$nginx" -t -p "$tmp" -c "$tmp/nginx.conf" 2>&1) \
-       || grep -q -e 'runtime error:' -e 'Sanitizer' <<<"$out" \
-       || compgen -G "$tmp/asan.*" >/dev/null
+       || grep -q -e 'runtime error:' -e 'Sanitizer' <<<"$out"
     then
-        die "nginx -t with the module failed:"$'\n'"$out"$'\n'"$(cat "$tmp"/asan.* 2>/dev/null)"
+        die "nginx -t with the module failed:"$'\n'"$out"
     fi
 )
 
-# Recommended sanitizer environment, as shell `export` lines (see
-# tools/README.md).  $1 (optional): directory for ASan/LSan report files
-# (log_path); without it every report goes to the process's stderr, which
-# nginx points at the main error_log once the configuration is read.
-# UBSan ignores log_path with gcc's split libasan/libubsan runtimes and always
-# writes to stderr.
+# The recommended sanitizer environment as shell `export` lines -- the same
+# as the defaults compiled into the binary, so exporting it is optional; it
+# is for seeing/adjusting them, and for log_path.  Uses $SUPP_DIR (the
+# installed suppression files).  $1 (optional): directory
+# for ASan/LSan report files.  Without it every report goes to the process's
+# stderr, which nginx points at the main error_log once the configuration is
+# read.  detect_leaks is deliberately absent: it is on by default, and the
+# binary turns it off for nginx -t/-T/-s; setting it here would override
+# that.
 sanitizer_env() {
-    local dir=${1:-} asan ubsan log=
-    # Same log_path in both: with gcc, libubsan initialising (at nginx's first
-    # UBSan check, i.e. at startup) resets libasan's report path to its own
-    # log_path, "stderr" unless set.
+    local dir=${1:-} log=
+    # The same log_path in both: with gcc, libubsan's initialisation (at
+    # nginx's first UBSan check, i.e. at startup) resets libasan's report
+    # path to UBSan's log_path, "stderr" unless set.  UBSan's own reports
+    # ignore log_path with gcc's split runtimes and always go to stderr.
     [[ -n $dir ]] && log=:log_path=$dir/asan
-    asan=detect_leaks=1:detect_odr_violation=0:abort_on_error=1:detect_stack_use_after_return=1:check_initialization_order=1:strict_string_checks=1$log
-    ubsan=print_stacktrace=1:halt_on_error=1:abort_on_error=1:suppressions=$SCRIPT_DIR/ubsan.supp$log
-    printf "export ASAN_OPTIONS='%s'\n" "$asan"
-    printf "export UBSAN_OPTIONS='%s'\n" "$ubsan"
-    printf "export LSAN_OPTIONS='%s'\n" \
-        "suppressions=$SCRIPT_DIR/lsan.supp:print_suppressions=0"
+    printf "export ASAN_OPTIONS='%s'\n" "$SAN_ASAN_OPTS$log"
+    printf "export UBSAN_OPTIONS='%s'\n" \
+        "$SAN_UBSAN_OPTS:suppressions=$SUPP_DIR/ubsan.supp$log"
+    # LSan suppressions are compiled in (see write_defaults_addon)
+    printf "export LSAN_OPTIONS='%s'\n" "$SAN_LSAN_OPTS"
 }
 
 main() {
     case ${1:-} in
         -h | --help) usage; exit 0 ;;
-        --print-env) sanitizer_env "${2:-}"; exit 0 ;;
+        --print-env)
+            # the suppression files as installed in the default OUT_DIR
+            SUPP_DIR=${UNICO_ASAN_PREFIX:-${UNICO_CACHE:-$HOME/.cache/ngx_unico_selfie}/asan}/sanitizer
+            sanitizer_env "${2:-}"
+            exit 0 ;;
     esac
 
     REPO_DIR=$(cd "${1:-$SCRIPT_DIR/..}" && pwd)
@@ -498,6 +727,7 @@ main() {
     local module
     module=$(module_path)
     smoke_check "$OUT_DIR/sbin/nginx" "$module"
+    check_worker_access "$module"
 
     printf 'NGINX=%s\n' "$OUT_DIR/sbin/nginx"
     printf 'MODULE=%s\n' "$module"
