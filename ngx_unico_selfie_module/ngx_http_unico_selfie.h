@@ -15,6 +15,14 @@
 #include "unico_selfie_payload.h"
 
 
+/*
+ * A request waiting for a token, a budget, its leader or its subrequest:
+ * distinct from NGX_AGAIN, which the output filter returns for a response
+ * not yet written whole.
+ */
+#define NGX_HTTP_UNICO_WAITING  NGX_BUSY
+
+
 /* the key of a flight or a cache entry: processId and location */
 #define UNICO_SELFIE_KEY_LEN  (UNICO_UUID_LEN + sizeof(void *))
 

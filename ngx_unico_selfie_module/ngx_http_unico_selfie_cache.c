@@ -631,7 +631,7 @@ ngx_http_unico_selfie_wake(ngx_event_t *ev)
             rc = ngx_http_unico_selfie_deliver(r, ctx);
         }
 
-        if (rc != NGX_AGAIN) {
+        if (rc != NGX_HTTP_UNICO_WAITING) {
             ngx_http_finalize_request(r, rc);
         }
     }
@@ -886,7 +886,7 @@ ngx_http_unico_selfie_budget_retry(ngx_event_t *ev)
     if (ctx != NULL) {
         rc = ngx_http_unico_selfie_start(r, ctx);
 
-        if (rc != NGX_AGAIN) {
+        if (rc != NGX_HTTP_UNICO_WAITING) {
             ngx_http_finalize_request(r, rc);
         }
     }

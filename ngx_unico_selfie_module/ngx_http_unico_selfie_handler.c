@@ -264,7 +264,7 @@ ngx_http_unico_selfie_handler(ngx_http_request_t *r)
 
     rc = ngx_http_unico_selfie_proceed(r, ctx);
 
-    if (rc == NGX_AGAIN) {
+    if (rc == NGX_HTTP_UNICO_WAITING) {
         /* nothing else wakes a content handler: see the post_subrequest */
         r->main->count++;
         return NGX_DONE;
@@ -276,8 +276,8 @@ ngx_http_unico_selfie_handler(ngx_http_request_t *r)
 
 /*
  * A valid request: from the cache, or with the call of a request already
- * asking Unico for the same selfie, or with a call of its own.  NGX_AGAIN
- * while it waits, else the status to finalize with.
+ * asking Unico for the same selfie, or with a call of its own.
+ * NGX_HTTP_UNICO_WAITING while it waits, else what to finalize it with.
  */
 
 ngx_int_t
@@ -295,7 +295,7 @@ ngx_http_unico_selfie_proceed(ngx_http_request_t *r,
     }
 
     if (ngx_http_unico_selfie_coalesce_join(r, ctx) == NGX_AGAIN) {
-        return NGX_AGAIN;
+        return NGX_HTTP_UNICO_WAITING;
     }
 
     if (uslcf->account) {
@@ -313,7 +313,7 @@ ngx_http_unico_selfie_proceed(ngx_http_request_t *r,
         return ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
     }
 
-    return rc;
+    return NGX_HTTP_UNICO_WAITING;
 }
 
 
@@ -349,7 +349,7 @@ ngx_http_unico_selfie_continue(ngx_http_request_t *r,
         rc = ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
     }
 
-    if (rc == NGX_AGAIN) {
+    if (rc == NGX_HTTP_UNICO_WAITING) {
         return;
     }
 
@@ -408,7 +408,7 @@ ngx_http_unico_selfie_token(ngx_http_request_t *r,
 }
 
 
-/* Sends the selfie subrequest: NGX_AGAIN while it is in flight. */
+/* Sends the selfie subrequest: NGX_HTTP_UNICO_WAITING while in flight. */
 
 ngx_int_t
 ngx_http_unico_selfie_start(ngx_http_request_t *r,
@@ -427,7 +427,7 @@ ngx_http_unico_selfie_start(ngx_http_request_t *r,
     rc = ngx_http_unico_selfie_budget_take(r, ctx);
 
     if (rc == NGX_AGAIN) {
-        return NGX_AGAIN;
+        return NGX_HTTP_UNICO_WAITING;
     }
 
     if (rc == NGX_DECLINED) {
@@ -493,7 +493,7 @@ ngx_http_unico_selfie_start(ngx_http_request_t *r,
 
     ngx_http_unico_selfie_quiet(r, ctx);
 
-    return NGX_AGAIN;
+    return NGX_HTTP_UNICO_WAITING;
 }
 
 
@@ -573,7 +573,7 @@ ngx_http_unico_selfie_resume(ngx_http_request_t *r)
 
     rc = ngx_http_unico_selfie_retry(r, ctx);
 
-    if (rc == NGX_AGAIN) {
+    if (rc == NGX_HTTP_UNICO_WAITING) {
         return;
     }
 
@@ -643,7 +643,7 @@ ngx_http_unico_selfie_retry(ngx_http_request_t *r,
         return ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
     }
 
-    return rc;
+    return NGX_HTTP_UNICO_WAITING;
 }
 
 
