@@ -71,6 +71,14 @@ typedef struct {
 unico_payload_rc_e unico_payload_parse(unsigned char *buf, size_t len,
     size_t max_image, unico_image_t *out);
 
+/*
+ * The same, without the fast path that keeps yajl from lexing the base64
+ * (yajl parses the whole document byte by byte): the reference that the
+ * unit tests and the fuzzer compare unico_payload_parse() with.
+ */
+unico_payload_rc_e unico_payload_parse_reference(unsigned char *buf,
+    size_t len, size_t max_image, unico_image_t *out);
+
 /* A short, static, log-friendly keyword for a result ("bad_json", ...). */
 const char *unico_payload_strerror(unico_payload_rc_e rc);
 

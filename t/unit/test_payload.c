@@ -317,6 +317,76 @@ expect_rc(const char *desc, const char *json, size_t len, size_t max_image,
     expect_rc(desc, json, strlen(json), MAX_IMAGE, want)
 
 
+/*
+ * unico_payload_parse() and unico_payload_parse_reference(), on exact-size
+ * copies, must give the same result and, on success, the same image.
+ */
+
+static int
+same_as_reference(const char *json, size_t len, size_t max_image,
+    unico_payload_rc_e *result)
+{
+    int                  same;
+    unsigned char       *a, *b;
+    unico_image_t        out_a, out_b;
+    unico_payload_rc_e   rc_a, rc_b;
+
+    a = xmalloc(len);
+    b = xmalloc(len);
+    memcpy(a, json, len);
+    memcpy(b, json, len);
+
+    rc_a = unico_payload_parse(a, len, max_image, &out_a);
+    rc_b = unico_payload_parse_reference(b, len, max_image, &out_b);
+
+    same = (rc_a == rc_b);
+
+    if (same && rc_a == UNICO_PAYLOAD_OK) {
+        same = (out_a.data == a && out_b.data == b && out_a.len == out_b.len
+                && out_a.type == out_b.type
+                && memcmp(a, b, out_a.len) == 0);
+    }
+
+    if (!same) {
+        diag("fast %s, reference %s", unico_payload_strerror(rc_a),
+             unico_payload_strerror(rc_b));
+    }
+
+    if (result != NULL) {
+        *result = rc_a;
+    }
+
+    free(a);
+    free(b);
+
+    return same;
+}
+
+
+static int
+expect_same_rc(const char *desc, const char *json, size_t len,
+    size_t max_image, unico_payload_rc_e want)
+{
+    int                 same;
+    unico_payload_rc_e  rc;
+
+    same = same_as_reference(json, len, max_image, &rc);
+
+    if (!ok(same && rc == want, "%s: %s, as the reference", desc,
+            unico_payload_strerror(want)))
+    {
+        diag("got %s", unico_payload_strerror(rc));
+        return 0;
+    }
+
+    return 1;
+}
+
+
+#define expect_same(desc, json, want)                                         \
+    expect_same_rc(desc, json, strlen(json), MAX_IMAGE, want)
+
+
 static void
 test_fixtures(fixture_t *fx, size_t nfx)
 {
@@ -687,6 +757,312 @@ test_errors(void)
 }
 
 
+/*
+ * The fast path, which hands yajl the document without the fileContents
+ * string and decodes that string itself, against the reference, which
+ * has yajl lex the whole document.
+ */
+
+static void
+test_fast_path(fixture_t *fx, size_t nfx)
+{
+    static const char  *doc = "{\"fileContents\": \"/9j/4A==\", "
+                              "\"contentType\": \"image/jpeg\"}";
+
+    static const char   bytes[] = {
+        '\0', '\t', '\n', '\r', '\v', '\f', ' ', '"', '\\', '/', '=', '*',
+        'u', 'n', '{', '}', '[', ']', ',', ':', '0', '-', 'A',
+        '\x7f', '\x80', '\xbf', '\xc3', '\xe2', '\xf0', '\xff'
+    };
+
+    static const enc_e  encs[] = {
+        ENC_PLAIN, ENC_SLASH, ENC_U002F, ENC_LF76, ENC_MIXED
+    };
+
+    int      good;
+    char    *m;
+    sb_t     sb, b;
+    size_t   i, e, k, len, n;
+
+    memset(&sb, 0, sizeof(sb));
+    memset(&b, 0, sizeof(b));
+
+    /* the fixtures, plain and escaped, under limits around their sizes */
+
+    for (i = 0; i < nfx; i++) {
+        good = 1;
+
+        for (e = 0; e < sizeof(encs) / sizeof(encs[0]); e++) {
+            sb.len = 0;
+            b.len = 0;
+            sb_add(&b, "");
+            b64_json(&b, fx[i].data, fx[i].len, encs[e]);
+
+            sb_add(&sb, "{\"fileContents\":\"");
+            sb_addn(&sb, b.data, b.len);
+            sb_add(&sb, "\",\"contentType\":\"");
+            sb_add(&sb, unico_image_mime(fx[i].type));
+            sb_add(&sb, "\"}");
+
+            good = good
+                   && same_as_reference(sb.data, sb.len, MAX_IMAGE, NULL)
+                   && same_as_reference(sb.data, sb.len, fx[i].len, NULL)
+                   && same_as_reference(sb.data, sb.len, fx[i].len - 1,
+                                        NULL)
+                   && same_as_reference(sb.data, sb.len, fx[i].len / 2,
+                                        NULL);
+        }
+
+        ok(good, "%s: plain and escaped, limits around its size, "
+           "as the reference", fx[i].name);
+    }
+
+    /* escapes in the string */
+
+    expect_same("\\/ escapes", "{\"fileContents\": \"\\/9j\\/4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_OK);
+    expect_same("\\u002f and \\u002F", "{\"fileContents\": "
+                "\"\\u002f9j\\u002F4A==\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_OK);
+    expect_same("escaped blanks", "{\"fileContents\": \"\\t/9j/\\r\\n4A"
+                "\\u0020==\\n\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_OK);
+    expect_same("escaped quote", "{\"fileContents\": \"/9j/\\\"4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("escaped quote last", "{\"fileContents\": \"/9j/4A==\\\"\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("escaped backslash", "{\"fileContents\": \"/9j/\\\\4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("\\b", "{\"fileContents\": \"/9j/\\b4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("\\f", "{\"fileContents\": \"/9j/\\f4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("\\u00e9", "{\"fileContents\": \"/9j/\\u00e94A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("\\u20AC", "{\"fileContents\": \"/9j/\\u20AC4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("surrogate pair", "{\"fileContents\": \"/9j/\\ud83d\\ude00"
+                "4A==\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("lone high surrogate", "{\"fileContents\": \"/9j/\\ud83d"
+                "4A==\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("high surrogate last", "{\"fileContents\": \"/9j/4A==\\ud83d"
+                "\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("high surrogate, bad escape after", "{\"fileContents\": "
+                "\"/9j/\\ud83d\\u12\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_JSON);
+    expect_same("\\x", "{\"fileContents\": \"/9j/\\x4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("\\U0041", "{\"fileContents\": \"/9j/\\U00414A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("\\u short", "{\"fileContents\": \"/9j/4A==\\u00\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("\\u not hex", "{\"fileContents\": \"/9j/\\u00g04A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("bad escape after bad base64", "{\"fileContents\": "
+                "\"*\\/9j/\\q\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_JSON);
+
+    /* raw control characters, raw non-ASCII */
+
+    expect_same("raw TAB", "{\"fileContents\": \"/9j/\t4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw CR LF", "{\"fileContents\": \"/9j/\r\n4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw LF last", "{\"fileContents\": \"/9j/4A==\n\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw LF first", "{\"fileContents\": \"\n/9j/4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw \\x01", "{\"fileContents\": \"/9j/\x01" "4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw LF after bad base64", "{\"fileContents\": "
+                "\"*/9j/4A==\n\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw LF after misplaced '='", "{\"fileContents\": "
+                "\"/9j/=4A==\n\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw LF among escapes", "{\"fileContents\": "
+                "\"\\/9j\\/\n4A==\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw SP accepted", "{\"fileContents\": \" /9j/ 4A== \", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_OK);
+    expect_same("raw DEL", "{\"fileContents\": \"/9j/\x7f" "4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("raw UTF-8", "{\"fileContents\": \"/9j/\xc3\xa9" "4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("raw 4-byte UTF-8", "{\"fileContents\": \"/9j/\xf0\x9f\x98"
+                "\x80" "4A==\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_BASE64);
+    expect_same("raw bad UTF-8", "{\"fileContents\": \"/9j/\xc3" "4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw lone continuation byte", "{\"fileContents\": "
+                "\"/9j/\x80" "4A==\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw UTF-8 cut by the quote", "{\"fileContents\": "
+                "\"/9j/4A==\xe2\x82\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_JSON);
+    expect_same("raw bad UTF-8 after bad base64", "{\"fileContents\": "
+                "\"*/9j/\xff\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_JSON);
+
+    /* the key, and where it is */
+
+    expect_same("key escaped", "{\"fileContent\\u0073\": \"/9j/4A==\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_OK);
+    expect_same("key escaped, then plain", "{\"fileContent\\u0073\": "
+                "\"/9j/4A==\", \"fileContents\": \"/9j/4A==\", "
+                "\"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_DUPLICATE_FIELD);
+    expect_same("key plain, then escaped", "{\"fileContents\": \"/9j/4A==\","
+                " \"contentType\": \"image/jpeg\", \"fileContent\\u0073\": "
+                "\"/9j/4A==\"}", UNICO_PAYLOAD_DUPLICATE_FIELD);
+    expect_same("fileContents twice", "{\"fileContents\": \"/9j/4A==\", "
+                "\"fileContents\": \"/9j/4A==\", \"contentType\": "
+                "\"image/jpeg\"}", UNICO_PAYLOAD_DUPLICATE_FIELD);
+    expect_same("fileContents twice, the second bad", "{\"fileContents\": "
+                "\"/9j/4A==\", \"contentType\": \"image/jpeg\", "
+                "\"fileContents\": 1}", UNICO_PAYLOAD_DUPLICATE_FIELD);
+    expect_same("nested fileContents first", "{\"meta\": {\"fileContents\": "
+                "\"!!!\", \"x\": [\"fileContents\"]}, \"fileContents\": "
+                "\"/9j/4A==\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_OK);
+    expect_same("fileContents in an array first", "{\"list\": "
+                "[{\"fileContents\": \"!!!\"}, \"fileContents\", 1, true], "
+                "\"fileContents\": \"/9j/4A==\", \"contentType\": "
+                "\"image/jpeg\"}", UNICO_PAYLOAD_OK);
+    expect_same("fileContents as a value first", "{\"x\": \"fileContents\","
+                " \"fileContents\": \"/9j/4A==\", \"contentType\": "
+                "\"image/jpeg\"}", UNICO_PAYLOAD_OK);
+    expect_same("only nested fileContents", "{\"x\": {\"fileContents\": "
+                "\"/9j/4A==\"}, \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_MISSING_FIELD);
+    expect_same("fileContents number", "{\"fileContents\": 12, "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_WRONG_TYPE);
+    expect_same("fileContents object", "{\"fileContents\": {\"fileContents\":"
+                " \"/9j/4A==\"}, \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_WRONG_TYPE);
+    expect_same("fileContents array", "{\"fileContents\": [\"/9j/4A==\"], "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_WRONG_TYPE);
+    expect_same("fileContents null", "{\"fileContents\": null, "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_WRONG_TYPE);
+    expect_same("fileContents a key's value, no colon", "{\"fileContents\" "
+                "\"/9j/4A==\", \"contentType\": \"image/jpeg\"}",
+                UNICO_PAYLOAD_BAD_JSON);
+    expect_same("fileContents after a misplaced key", "{\"a\" \"b\", "
+                "\"fileContents\": \"/9j/4A==\", \"contentType\": "
+                "\"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("fileContents after a bad number", "{\"a\": 1.e5, "
+                "\"fileContents\": \"/9j/4A==\", \"contentType\": "
+                "\"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("fileContents after mismatched brackets", "{\"a\": [1}, "
+                "\"fileContents\": \"/9j/4A==\", \"contentType\": "
+                "\"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("a bad string before", "{\"a\": \"\x01\", "
+                "\"fileContents\": \"/9j/4A==\", \"contentType\": "
+                "\"image/jpeg\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("after the object", "{\"contentType\": \"image/jpeg\"} "
+                "{\"fileContents\": \"/9j/4A==\"}", UNICO_PAYLOAD_BAD_JSON);
+    expect_same("bad content type first", "{\"contentType\": \"text/html\", "
+                "\"fileContents\": \"\n\"}", UNICO_PAYLOAD_BAD_CONTENT_TYPE);
+    expect_same("trailing garbage after a bad string", "{\"fileContents\": "
+                "\"\n\", \"contentType\": \"image/jpeg\"} x",
+                UNICO_PAYLOAD_BAD_JSON);
+    expect_same("trailing garbage after a good string", "{\"fileContents\": "
+                "\"/9j/4A==\", \"contentType\": \"image/jpeg\"} x",
+                UNICO_PAYLOAD_BAD_JSON);
+    expect_same("empty string", "{\"fileContents\": \"\", "
+                "\"contentType\": \"image/jpeg\"}", UNICO_PAYLOAD_EMPTY_IMAGE);
+
+    /* blanks around ':' and ',' */
+
+    expect_same("no blanks", "{\"fileContents\":\"/9j/4A==\","
+                "\"contentType\":\"image/jpeg\"}", UNICO_PAYLOAD_OK);
+    expect_same("blanks everywhere", " \r\n{ \t\"fileContents\" \r\n: \t"
+                "\"/9j/4A==\" \n, \"contentType\"\t:\"image/jpeg\" \n} \n",
+                UNICO_PAYLOAD_OK);
+    expect_same("\\v and \\f between tokens", "{\"fileContents\"\v:\f"
+                "\"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+                UNICO_PAYLOAD_OK);
+
+    /* too large: the size check before the content's, as yajl has it */
+
+    expect_same_rc("too large, raw LF later", "{\"fileContents\": "
+                   "\"/9j/4AAAAAAAAAAA\n\", \"contentType\": \"image/jpeg\"}",
+                   sizeof("{\"fileContents\": \"/9j/4AAAAAAAAAAA\n\", "
+                          "\"contentType\": \"image/jpeg\"}") - 1, 3,
+                   UNICO_PAYLOAD_BAD_JSON);
+    expect_same_rc("too large, bad base64 later", "{\"fileContents\": "
+                   "\"/9j/4AAAAAAAAAAA*\", \"contentType\": \"image/jpeg\"}",
+                   sizeof("{\"fileContents\": \"/9j/4AAAAAAAAAAA*\", "
+                          "\"contentType\": \"image/jpeg\"}") - 1, 3,
+                   UNICO_PAYLOAD_TOO_LARGE);
+    expect_same_rc("too large, escaped, bad escape later",
+                   "{\"fileContents\": \"\\/9j/4AAAAAAAAAAA\\x\", "
+                   "\"contentType\": \"image/jpeg\"}",
+                   sizeof("{\"fileContents\": \"\\/9j/4AAAAAAAAAAA\\x\", "
+                          "\"contentType\": \"image/jpeg\"}") - 1, 3,
+                   UNICO_PAYLOAD_BAD_JSON);
+    expect_same_rc("too large, escaped, padded", "{\"fileContents\": "
+                   "\"\\/9j\\/4AAA4A\\u003d\\u003D\", \"contentType\": "
+                   "\"image/jpeg\"}",
+                   sizeof("{\"fileContents\": \"\\/9j\\/4AAA4A\\u003d"
+                          "\\u003D\", \"contentType\": \"image/jpeg\"}") - 1,
+                   6, UNICO_PAYLOAD_TOO_LARGE);
+    expect_same_rc("not too large, escaped, padded", "{\"fileContents\": "
+                   "\"\\/9j\\/4AAA4A\\u003d\\u003D\", \"contentType\": "
+                   "\"image/jpeg\"}",
+                   sizeof("{\"fileContents\": \"\\/9j\\/4AAA4A\\u003d"
+                          "\\u003D\", \"contentType\": \"image/jpeg\"}") - 1,
+                   7, UNICO_PAYLOAD_OK);
+
+    /* every cut, every byte replaced, removed or doubled */
+
+    len = strlen(doc);
+    m = xmalloc(len + 1);
+    good = 1;
+
+    for (n = 0; n < len; n++) {
+        good = same_as_reference(doc, n, MAX_IMAGE, NULL) && good;
+    }
+
+    ok(good, "truncated at every byte: as the reference");
+
+    good = 1;
+
+    for (n = 0; n < len; n++) {
+
+        for (k = 0; k < sizeof(bytes); k++) {
+            memcpy(m, doc, len);
+            m[n] = bytes[k];
+
+            if (!same_as_reference(m, len, MAX_IMAGE, NULL)
+                || !same_as_reference(m, len, 3, NULL))
+            {
+                diag("byte %zu replaced with 0x%02x", n,
+                     (unsigned) (unsigned char) bytes[k]);
+                good = 0;
+            }
+        }
+
+        memcpy(m, doc, n);
+        memcpy(m + n, doc + n + 1, len - n - 1);
+        good = same_as_reference(m, len - 1, MAX_IMAGE, NULL) && good;
+
+        memcpy(m, doc, n + 1);
+        memcpy(m + n + 1, doc + n, len - n);
+        good = same_as_reference(m, len + 1, MAX_IMAGE, NULL) && good;
+    }
+
+    ok(good, "every byte replaced, removed or doubled: as the reference");
+
+    free(m);
+    sb_free(&sb);
+    sb_free(&b);
+}
+
+
 static void
 test_strings(void)
 {
@@ -981,6 +1357,7 @@ main(int argc, char **argv)
     test_fixtures(fx, sizeof(fx) / sizeof(fx[0]));
     test_limits(fx, sizeof(fx) / sizeof(fx[0]));
     test_errors();
+    test_fast_path(fx, sizeof(fx) / sizeof(fx[0]));
     test_base64();
     test_uuid();
     test_strings();
