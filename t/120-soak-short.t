@@ -3,10 +3,13 @@
 # the mock from 6 client processes against one worker: no unexpected
 # answer, every failure logged once with its reason, no crash, no leaked
 # descriptor, and no RSS growth after the warm-up (not judged under ASan,
-# whose quarantine keeps freed memory).
+# whose quarantine keeps freed memory).  RSS is sampled every second and
+# its floor judged (minimum of the last quarter <= minimum of the first
+# 10 s * 1.05 + 2 MiB): in 45 s the medians are too few samples and move
+# with the PNGs in flight; a leak raises the floor.
 #
-# good:max-exact-5MiB is left out: two overlapping 5 MiB requests trip the
-# follower bug that t/100-faults.t reproduces (TODO there).
+# The mix includes the 5 MiB image, so two overlapping requests for it
+# exercise BUG-1 of docs/reliability.md (fixed in b060fe6) now and then.
 
 use strict;
 use warnings;
@@ -23,8 +26,8 @@ my $json = $t->dir . '/soak.json';
 my $seconds = $ENV{UNICO_SOAK_SECONDS} || 45;
 
 my @cmd = ($^X, "$FindBin::Bin/../bench/soak/soak.pl",
-           '--seconds', $seconds, '--warmup', 10, '--sample', 2,
-           '--exclude', 'max-exact', '--json', $json, '--quiet');
+           '--seconds', $seconds, '--warmup', 10, '--sample', 1,
+           '--rss-stat', 'min', '--json', $json, '--quiet');
 
 my $out = `@cmd 2>&1`;
 my $rc = $? >> 8;
@@ -51,12 +54,16 @@ ok($r->{fds_ok}, 'no descriptor left: '
    . join(' ', map { "$_=$r->{fds_end}{$_}" } sort keys %{ $r->{fds_end} }));
 
 my @missing = grep { !$r->{counts}{$_} }
-              grep { /^(ka:)?good:(jpeg|png)|^fault:|^bad-method:|^unico:status-5/ }
+              grep { /^(ka:)?good:(jpeg|png)|^bad-method:|^unico:status-5
+                        |^fault:(reset|close-no-answer|garbage|truncated
+                                 |reset-mid-body|chunked-truncated
+                                 |untrusted-certificate)$/x }
               sort keys %{ $r->{expected} };
-is_deeply(\@missing, [], 'every fixture and network fault was exercised')
+is_deeply(\@missing, [], 'every fixture and the main network faults were '
+                         . 'exercised')
     unless $t->sanitized;
 
-my $msg = sprintf 'RSS: warm-up median %.1f MiB, last quarter %.1f MiB, '
+my $msg = sprintf 'RSS floor: warm-up %.1f MiB, last quarter %.1f MiB, '
                   . 'limit %.1f MiB', map { ($_ // 0) / 1024 }
                   @$r{qw(rss_warmup_median_kb rss_last_quarter_median_kb
                          rss_limit_kb)};

@@ -4,9 +4,9 @@
 -- UUID.
 --
 --     lua_package_path  "/path/to/bench/peers/?.lua;;";
---     init_by_lua_block { unico_selfie_peer = require "unico_selfie_peer" }
+--     init_by_lua_block { require "unico_selfie_peer" }
 --     location ~ "^/selfies/(?<unico_process>[0-9a-fA-F]{8}-...)$" {
---         content_by_lua_block { unico_selfie_peer.serve("/_api") }
+--         content_by_lua_block { require("unico_selfie_peer").serve("/_api") }
 --     }
 --
 -- ngx.location.capture collects the subrequest's body itself (its own
