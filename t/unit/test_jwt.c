@@ -32,70 +32,7 @@
 #define FALHA    "Falha na autentica\xc3\xa7\xc3\xa3o "
 
 
-static unsigned  tests;
-static unsigned  failed;
-
-
-static void
-die(const char *what)
-{
-    printf("Bail out! %s\n", what);
-    exit(2);
-}
-
-
-static int
-ok(int cond, const char *fmt, ...)
-{
-    va_list  args;
-
-    tests++;
-
-    if (!cond) {
-        failed++;
-        printf("not ");
-    }
-
-    printf("ok %u - ", tests);
-
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-
-    printf("\n");
-    fflush(stdout);
-
-    return cond;
-}
-
-
-static void
-diag(const char *fmt, ...)
-{
-    va_list  args;
-
-    printf("# ");
-
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-
-    printf("\n");
-}
-
-
-static void *
-xmalloc(size_t size)
-{
-    void  *p;
-
-    p = malloc(size ? size : 1);
-    if (p == NULL) {
-        die("out of memory");
-    }
-
-    return p;
-}
+#include "tap.h"
 
 
 /* an exact-size heap copy of s[0 .. len), no NUL */

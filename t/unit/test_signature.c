@@ -49,40 +49,7 @@
 #define NOW    1700000000
 
 
-static unsigned  tests;
-static unsigned  failed;
-
-
-static void
-die(const char *what)
-{
-    printf("Bail out! %s\n", what);
-    exit(2);
-}
-
-
-static int
-ok(int cond, const char *fmt, ...)
-{
-    va_list  args;
-
-    tests++;
-
-    if (!cond) {
-        failed++;
-        printf("not ");
-    }
-
-    printf("ok %u - ", tests);
-
-    va_start(args, fmt);
-    vprintf(fmt, args);
-    va_end(args);
-
-    printf("\n");
-
-    return cond;
-}
+#include "tap.h"
 
 
 /* an exact-size heap copy, NULL for NULL */
