@@ -170,6 +170,10 @@ ngx_int_t ngx_http_unico_selfie_proceed(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
 ngx_int_t ngx_http_unico_selfie_deliver(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
+ngx_int_t ngx_http_unico_selfie_fetch_done(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, ngx_int_t rc);
+ngx_int_t ngx_http_unico_selfie_fetch_rc(ngx_http_request_t *r,
+    ngx_int_t rc);
 
 /* coalescing, cache, budget: ngx_http_unico_selfie_cache.c */
 char *ngx_http_unico_selfie_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -497,22 +497,20 @@ ngx_http_unico_selfie_start(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
-ngx_http_unico_selfie_post_subrequest(ngx_http_request_t *r, void *data,
-    ngx_int_t rc)
+/*
+ * The common start of the module's post-subrequest handlers (the selfie's
+ * and the token's): NGX_DECLINED on a second call for the same subrequest,
+ * which comes after an error page of its own (never produced here, as the
+ * first call returns NGX_OK, but a proxy_intercept_errors location may
+ * have one).
+ */
+
+ngx_int_t
+ngx_http_unico_selfie_fetch_done(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, ngx_int_t rc)
 {
-    ngx_http_unico_selfie_ctx_t  *ctx = data;
-
-    ngx_http_request_t  *pr;
-
-    /*
-     * Called a second time after an error page of the subrequest's own
-     * (never produced here, as the first call returns NGX_OK, but a
-     * proxy_intercept_errors location may have one).
-     */
-
     if (ctx->done) {
-        return rc;
+        return NGX_DECLINED;
     }
 
     ctx->done = 1;
@@ -528,16 +526,15 @@ ngx_http_unico_selfie_post_subrequest(ngx_http_request_t *r, void *data,
         ctx->timed_out = 1;
     }
 
-    if (ctx->status == 0 && rc >= NGX_HTTP_SPECIAL_RESPONSE
-        && ctx->outcome == NGX_HTTP_UNICO_OK)
-    {
-        ctx->outcome = ctx->timed_out ? NGX_HTTP_UNICO_UPSTREAM_TIMEOUT
-                                      : NGX_HTTP_UNICO_UPSTREAM_ERROR;
-    }
+    return NGX_OK;
+}
 
-    pr = r->parent;
-    pr->write_event_handler = ngx_http_unico_selfie_resume;
 
+/* ... and their common end: what the subrequest is finalized with */
+
+ngx_int_t
+ngx_http_unico_selfie_fetch_rc(ngx_http_request_t *r, ngx_int_t rc)
+{
     if (rc == NGX_HTTP_REQUEST_TIME_OUT
         || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
         || r->connection->error)
@@ -554,6 +551,32 @@ ngx_http_unico_selfie_post_subrequest(ngx_http_request_t *r, void *data,
      */
 
     return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_unico_selfie_post_subrequest(ngx_http_request_t *r, void *data,
+    ngx_int_t rc)
+{
+    ngx_http_unico_selfie_ctx_t  *ctx = data;
+
+    ngx_http_request_t  *pr;
+
+    if (ngx_http_unico_selfie_fetch_done(r, ctx, rc) != NGX_OK) {
+        return rc;
+    }
+
+    if (ctx->status == 0 && rc >= NGX_HTTP_SPECIAL_RESPONSE
+        && ctx->outcome == NGX_HTTP_UNICO_OK)
+    {
+        ctx->outcome = ctx->timed_out ? NGX_HTTP_UNICO_UPSTREAM_TIMEOUT
+                                      : NGX_HTTP_UNICO_UPSTREAM_ERROR;
+    }
+
+    pr = r->parent;
+    pr->write_event_handler = ngx_http_unico_selfie_resume;
+
+    return ngx_http_unico_selfie_fetch_rc(r, rc);
 }
 
 

@@ -1019,17 +1019,8 @@ ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
 
     ngx_http_request_t  *pr;
 
-    if (tctx->done) {
+    if (ngx_http_unico_selfie_fetch_done(r, tctx, rc) != NGX_OK) {
         return rc;
-    }
-
-    tctx->done = 1;
-    tctx->upstream_time = ngx_current_msec - tctx->start;
-
-    ngx_http_unico_selfie_unquiet(r, tctx);
-
-    if (rc == NGX_HTTP_GATEWAY_TIME_OUT) {
-        tctx->timed_out = 1;
     }
 
     pr = r->parent;
@@ -1040,14 +1031,7 @@ ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
         pr->write_event_handler = ngx_http_unico_selfie_token_wake;
     }
 
-    if (rc == NGX_HTTP_REQUEST_TIME_OUT
-        || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
-        || r->connection->error)
-    {
-        return rc;
-    }
-
-    return NGX_OK;
+    return ngx_http_unico_selfie_fetch_rc(r, rc);
 }
 
 
