@@ -25,6 +25,8 @@ static char *ngx_http_unico_selfie(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_unico_selfie_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
+static ngx_int_t ngx_http_unico_selfie_var(ngx_http_variable_value_t *v,
+    u_char *data, size_t len);
 static ngx_int_t ngx_http_unico_selfie_authorization_variable(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_unico_selfie_token_body_variable(
@@ -392,6 +394,22 @@ ngx_http_unico_selfie_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+
+/* every variable of the module: a value valid for this evaluation only */
+
+static ngx_int_t
+ngx_http_unico_selfie_var(ngx_http_variable_value_t *v, u_char *data,
+    size_t len)
+{
+    v->len = len;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+    v->data = data;
+
+    return NGX_OK;
+}
+
 static ngx_int_t
 ngx_http_unico_selfie_authorization_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
@@ -405,13 +423,8 @@ ngx_http_unico_selfie_authorization_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    v->len = ctx->authorization.len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = ctx->authorization.data;
-
-    return NGX_OK;
+    return ngx_http_unico_selfie_var(v, ctx->authorization.data,
+                                     ctx->authorization.len);
 }
 
 
@@ -428,13 +441,8 @@ ngx_http_unico_selfie_token_body_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    v->len = ctx->token_body.len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = ctx->token_body.data;
-
-    return NGX_OK;
+    return ngx_http_unico_selfie_var(v, ctx->token_body.data,
+                                     ctx->token_body.len);
 }
 
 
@@ -454,13 +462,7 @@ ngx_http_unico_selfie_reason_variable(ngx_http_request_t *r,
 
     name = ngx_http_unico_selfie_outcome_name(ctx->outcome);
 
-    v->len = name->len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = name->data;
-
-    return NGX_OK;
+    return ngx_http_unico_selfie_var(v, name->data, name->len);
 }
 
 
@@ -483,13 +485,8 @@ ngx_http_unico_selfie_status_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    v->len = ngx_sprintf(p, "%ui", ctx->status) - p;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = p;
-
-    return NGX_OK;
+    return ngx_http_unico_selfie_var(v, p,
+                                     ngx_sprintf(p, "%ui", ctx->status) - p);
 }
 
 
@@ -512,13 +509,8 @@ ngx_http_unico_selfie_bytes_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    v->len = ngx_sprintf(p, "%uz", ctx->image_len) - p;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = p;
-
-    return NGX_OK;
+    return ngx_http_unico_selfie_var(v, p,
+                                  ngx_sprintf(p, "%uz", ctx->image_len) - p);
 }
 
 
@@ -546,13 +538,11 @@ ngx_http_unico_selfie_upstream_time_variable(ngx_http_request_t *r,
 
     ms = ctx->upstream_time;
 
-    v->len = ngx_sprintf(p, "%T.%03M", (time_t) (ms / 1000), ms % 1000) - p;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = p;
-
-    return NGX_OK;
+    return ngx_http_unico_selfie_var(v, p,
+                                     ngx_sprintf(p, "%T.%03M",
+                                                 (time_t) (ms / 1000),
+                                                 ms % 1000)
+                                     - p);
 }
 
 
@@ -575,11 +565,6 @@ ngx_http_unico_selfie_token_fresh_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    v->len = 1;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-    v->data = (u_char *) (ctx->token_fresh ? "1" : "0");
-
-    return NGX_OK;
+    return ngx_http_unico_selfie_var(v,
+                                 (u_char *) (ctx->token_fresh ? "1" : "0"), 1);
 }
