@@ -1141,7 +1141,7 @@ done:
 }
 
 
-/* exponential, bounded: 1, 2, 4 ... 64 seconds */
+/* exponential, bounded: at least 1, 2, 4 ... 64 seconds */
 
 static void
 ngx_http_unico_selfie_backoff(ngx_http_unico_selfie_slot_t *slot, time_t now)
@@ -1155,7 +1155,12 @@ ngx_http_unico_selfie_backoff(ngx_http_unico_selfie_slot_t *slot, time_t now)
     delay = (time_t) 1 << ngx_min(slot->failures - 1, 6);
     delay = ngx_min(delay, NGX_HTTP_UNICO_BACKOFF_MAX);
 
-    slot->retry_at = now + delay;
+    /*
+     * ngx_time() has a resolution of a second: one more makes the wait at
+     * least "delay" seconds, not anything from 0 to "delay".
+     */
+
+    slot->retry_at = now + delay + 1;
 }
 
 
