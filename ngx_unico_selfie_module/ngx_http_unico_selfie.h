@@ -23,8 +23,11 @@
 #define NGX_HTTP_UNICO_WAITING  NGX_BUSY
 
 
-/* the key of a flight or a cache entry: processId and location */
-#define UNICO_SELFIE_KEY_LEN  (UNICO_UUID_LEN + sizeof(void *))
+/*
+ * The key of a flight or a cache entry: the processId and 16 bytes of a
+ * digest of the API prefix and the credentials.
+ */
+#define UNICO_SELFIE_KEY_LEN  (UNICO_UUID_LEN + 16)
 
 
 /*
@@ -68,6 +71,9 @@ typedef enum {
     NGX_HTTP_UNICO_TOKEN_UNAVAILABLE,
     NGX_HTTP_UNICO_TOKEN_TIMEOUT,
     NGX_HTTP_UNICO_OVER_BUDGET,
+    NGX_HTTP_UNICO_BAD_REQUEST_BODY,
+    NGX_HTTP_UNICO_CLIENT_CLOSED,
+    NGX_HTTP_UNICO_REDIRECTED,
     NGX_HTTP_UNICO_INTERNAL,
     NGX_HTTP_UNICO_OUTCOMES_N
 } ngx_http_unico_selfie_outcome_e;
@@ -96,6 +102,8 @@ typedef struct {
 
     u_char                    *file;          /* where unico_selfie was set */
     ngx_uint_t                 line;
+
+    unsigned                   metrics:1;     /* unico_selfie_metrics */
 } ngx_http_unico_selfie_loc_conf_t;
 
 
@@ -128,6 +136,7 @@ struct ngx_http_unico_selfie_ctx_s {
     /* service account */
     ngx_http_unico_selfie_account_t  *account;
     ngx_uint_t                 generation;    /* of the token used */
+    ngx_uint_t                 refresh;       /* a token request's number */
     ngx_event_t                wait_ev;       /* token, budget, leader */
     ngx_msec_t                 wait_start;
 
@@ -151,6 +160,7 @@ struct ngx_http_unico_selfie_ctx_s {
     unsigned                   rejoin:1;      /* its leader ended early */
     unsigned                   budget_waiting:1;
     unsigned                   cached:1;      /* served from the cache */
+    unsigned                   key_set:1;
 };
 
 
@@ -172,6 +182,8 @@ ngx_int_t ngx_http_unico_selfie_deliver(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
 ngx_int_t ngx_http_unico_selfie_fetch_done(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_int_t rc);
+ngx_int_t ngx_http_unico_selfie_fetch_aborted(ngx_http_request_t *r,
+    ngx_int_t rc);
 ngx_int_t ngx_http_unico_selfie_fetch_rc(ngx_http_request_t *r,
     ngx_int_t rc);
 
@@ -194,8 +206,12 @@ void ngx_http_unico_selfie_coalesce_done(ngx_http_unico_selfie_ctx_t *ctx,
 void ngx_http_unico_selfie_coalesce_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
 char *ngx_http_unico_selfie_budget(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+ngx_int_t ngx_http_unico_selfie_cache_init_process(ngx_cycle_t *cycle);
+size_t ngx_http_unico_selfie_cache_metrics_len(ngx_cycle_t *cycle);
+u_char *ngx_http_unico_selfie_cache_metrics(ngx_cycle_t *cycle, u_char *p);
 ngx_int_t ngx_http_unico_selfie_budget_take(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_budget_refund(ngx_http_request_t *r);
 
 /* the service account: ngx_http_unico_selfie_token.c */
 char *ngx_http_unico_selfie_service_account(ngx_conf_t *cf,
@@ -207,6 +223,11 @@ ngx_int_t ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
 void ngx_http_unico_selfie_account_reject(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
 void ngx_http_unico_selfie_account_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
+ngx_int_t ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
+    ngx_int_t rc);
+ngx_int_t ngx_http_unico_selfie_token_init(ngx_cycle_t *cycle);
+void ngx_http_unico_selfie_account_id(ngx_http_unico_selfie_account_t *acct,
+    ngx_str_t *id);
 ngx_int_t ngx_http_unico_selfie_filter_init(ngx_conf_t *cf);
 
 /* signed URLs: ngx_http_unico_selfie_signature.c */

@@ -19,15 +19,19 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <openssl/evp.h>
+
 #include "ngx_http_unico_selfie.h"
 
 
 #define NGX_HTTP_UNICO_BUDGET_POLL  10          /* ms */
+#define NGX_HTTP_UNICO_CACHE_SWEEP  1000        /* ms */
 
 
 typedef struct {
-    ngx_str_node_t             sn;            /* processId + location */
+    ngx_str_node_t             sn;            /* processId + credentials */
     ngx_queue_t                queue;         /* LRU */
+    ngx_queue_t                expiry;        /* soonest to expire first */
     time_t                     expires;
     ngx_uint_t                 type;
     size_t                     len;
@@ -40,6 +44,15 @@ typedef struct {
     ngx_rbtree_t               rbtree;
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                queue;
+    ngx_queue_t                expiry;
+
+    /* for the metrics page, under the zone's mutex */
+    ngx_uint_t                 entries;
+    size_t                     bytes;
+    ngx_uint_t                 hits;
+    ngx_uint_t                 misses;
+    ngx_uint_t                 expired;
+    ngx_uint_t                 evicted;
 } ngx_http_unico_selfie_cache_sh_t;
 
 
@@ -53,7 +66,6 @@ struct ngx_http_unico_selfie_cache_s {
 
 
 typedef struct {
-    ngx_atomic_t               lock;
     uint64_t                   tokens;        /* in 1/1000 of a call */
     ngx_msec_t                 last;
 } ngx_http_unico_selfie_budget_sh_t;
@@ -64,25 +76,37 @@ struct ngx_http_unico_selfie_budget_s {
     ngx_uint_t                 burst;         /* calls */
     ngx_msec_t                 wait;
     ngx_shm_zone_t            *zone;
+    ngx_slab_pool_t           *shpool;
     ngx_http_unico_selfie_budget_sh_t  *sh;
 };
 
 
-/* this worker's calls in flight, by processId and location */
+/* every second each worker wipes the selfies whose TTL has passed */
+
+static ngx_event_t        ngx_http_unico_selfie_sweep_ev;
+
+
+/* this worker's calls in flight, by processId and credentials */
 
 static ngx_rbtree_t       ngx_http_unico_selfie_flights;
 static ngx_rbtree_node_t  ngx_http_unico_selfie_flights_sentinel;
 static ngx_uint_t         ngx_http_unico_selfie_flights_init;
 
 
+static ngx_uint_t ngx_http_unico_selfie_reserved_zone(ngx_str_t *name);
 static ngx_int_t ngx_http_unico_selfie_cache_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
 static ngx_int_t ngx_http_unico_selfie_budget_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
-static void ngx_http_unico_selfie_key(ngx_http_request_t *r,
+static ngx_int_t ngx_http_unico_selfie_key(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_str_t *key, uint32_t *hash);
 static void ngx_http_unico_selfie_cache_evict(
     ngx_http_unico_selfie_cache_t *cache, ngx_http_unico_selfie_entry_t *e);
+static void ngx_http_unico_selfie_cache_purge(
+    ngx_http_unico_selfie_cache_t *cache, time_t now);
+static ngx_http_unico_selfie_cache_t *ngx_http_unico_selfie_cache_next(
+    ngx_cycle_t *cycle, ngx_list_part_t **part, ngx_uint_t *i);
+static void ngx_http_unico_selfie_cache_sweep(ngx_event_t *ev);
 static void ngx_http_unico_selfie_wake(ngx_event_t *ev);
 static void ngx_http_unico_selfie_budget_retry(ngx_event_t *ev);
 
@@ -115,6 +139,13 @@ ngx_http_unico_selfie_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 
     s.data = p + 1;
     s.len = value[1].data + value[1].len - s.data;
+
+    if (ngx_http_unico_selfie_reserved_zone(&name)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone name \"%V\" is reserved for the module's "
+                           "own use: choose another name", &name);
+        return NGX_CONF_ERROR;
+    }
 
     size = ngx_parse_size(&s);
 
@@ -172,6 +203,32 @@ ngx_http_unico_selfie_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
+/* the module's own zones: a user's cache zone must not take their names */
+
+static ngx_uint_t
+ngx_http_unico_selfie_reserved_zone(ngx_str_t *name)
+{
+    ngx_str_t  *r;
+
+    static ngx_str_t  reserved[] = {
+        ngx_string("unico_selfie_tokens"),
+        ngx_string("unico_selfie_metrics"),
+        ngx_string("unico_selfie_budget"),
+        ngx_null_string
+    };
+
+    for (r = reserved; r->len; r++) {
+        if (name->len == r->len
+            && ngx_strncmp(name->data, r->data, r->len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 /* unico_selfie_cache <name> | off; */
 
 char *
@@ -190,6 +247,13 @@ ngx_http_unico_selfie_cache(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     if (ngx_strcmp(value[1].data, "off") == 0) {
         uslcf->cache = NULL;
         return NGX_CONF_OK;
+    }
+
+    if (ngx_http_unico_selfie_reserved_zone(&value[1])) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" is one of the module's own zones, "
+                           "not a cache zone", &value[1]);
+        return NGX_CONF_ERROR;
     }
 
     uslcf->cache_zone = ngx_shared_memory_add(cf, &value[1], 0,
@@ -236,9 +300,12 @@ ngx_http_unico_selfie_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     cache->shpool->data = cache->sh;
 
+    ngx_memzero(cache->sh, sizeof(ngx_http_unico_selfie_cache_sh_t));
+
     ngx_rbtree_init(&cache->sh->rbtree, &cache->sh->sentinel,
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&cache->sh->queue);
+    ngx_queue_init(&cache->sh->expiry);
 
     len = sizeof(" in unico_selfie_cache_zone \"\"") + shm_zone->shm.name.len;
 
@@ -258,25 +325,68 @@ ngx_http_unico_selfie_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * The key: the processId in lower case and the location's configuration,
- * as two locations may hold different credentials.
+ * The key of a flight or a cache entry: the processId in lower case and
+ * who asks, a digest of the API prefix and the credentials (the service
+ * account's fingerprint, or the token): the same across reloads, and never
+ * the same for two tenants.  Computed once per request.
  */
 
-static void
+static ngx_int_t
 ngx_http_unico_selfie_key(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_str_t *key, uint32_t *hash)
 {
-    void  *conf;
-
-    conf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
-
-    ngx_strlow(ctx->key, ctx->process_id.data, UNICO_UUID_LEN);
-    ngx_memcpy(ctx->key + UNICO_UUID_LEN, &conf, sizeof(void *));
+    u_char                             md[EVP_MAX_MD_SIZE];
+    ngx_str_t                          cred;
+    unsigned int                       n;
+    EVP_MD_CTX                        *mdctx;
+    ngx_http_unico_selfie_loc_conf_t  *uslcf;
 
     key->data = ctx->key;
     key->len = UNICO_SELFIE_KEY_LEN;
 
+    if (ctx->key_set) {
+        *hash = ngx_crc32_short(key->data, key->len);
+        return NGX_OK;
+    }
+
+    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
+
+    if (uslcf->account) {
+        ngx_http_unico_selfie_account_id(uslcf->account, &cred);
+
+    } else {
+        cred = ctx->authorization;
+    }
+
+    mdctx = EVP_MD_CTX_new();
+    if (mdctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    n = 0;
+
+    if (EVP_DigestInit_ex(mdctx, EVP_sha256(), NULL) != 1
+        || EVP_DigestUpdate(mdctx, uslcf->api.data, uslcf->api.len) != 1
+        || EVP_DigestUpdate(mdctx, uslcf->account ? "\na" : "\nt", 2) != 1
+        || EVP_DigestUpdate(mdctx, cred.data, cred.len) != 1
+        || EVP_DigestFinal_ex(mdctx, md, &n) != 1
+        || n < UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN)
+    {
+        EVP_MD_CTX_free(mdctx);
+        return NGX_ERROR;
+    }
+
+    EVP_MD_CTX_free(mdctx);
+
+    ngx_strlow(ctx->key, ctx->process_id.data, UNICO_UUID_LEN);
+    ngx_memcpy(ctx->key + UNICO_UUID_LEN, md,
+               UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN);
+
+    ctx->key_set = 1;
+
     *hash = ngx_crc32_short(key->data, key->len);
+
+    return NGX_OK;
 }
 
 
@@ -301,24 +411,23 @@ ngx_http_unico_selfie_cache_get(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    ngx_http_unico_selfie_key(r, ctx, &key, &hash);
+    if (ngx_http_unico_selfie_key(r, ctx, &key, &hash) != NGX_OK) {
+        return NGX_DECLINED;
+    }
 
     ngx_shmtx_lock(&cache->shpool->mutex);
+
+    ngx_http_unico_selfie_cache_purge(cache, ngx_time());
 
     sn = ngx_str_rbtree_lookup(&cache->sh->rbtree, &key, hash);
 
     if (sn == NULL) {
+        cache->sh->misses++;
         ngx_shmtx_unlock(&cache->shpool->mutex);
         return NGX_DECLINED;
     }
 
     e = (ngx_http_unico_selfie_entry_t *) sn;
-
-    if (e->expires <= ngx_time()) {
-        ngx_http_unico_selfie_cache_evict(cache, e);
-        ngx_shmtx_unlock(&cache->shpool->mutex);
-        return NGX_DECLINED;
-    }
 
     ngx_queue_remove(&e->queue);
     ngx_queue_insert_head(&cache->sh->queue, &e->queue);
@@ -330,6 +439,8 @@ ngx_http_unico_selfie_cache_get(ngx_http_request_t *r,
         ngx_shmtx_unlock(&cache->shpool->mutex);
         return NGX_DECLINED;
     }
+
+    cache->sh->hits++;
 
     ngx_memcpy(p, e->data, e->len);
 
@@ -349,11 +460,12 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
 {
     uint32_t                           hash;
     ngx_str_t                          key;
+    time_t                             now;
     ngx_uint_t                         tries;
     ngx_queue_t                       *q;
     ngx_str_node_t                    *sn;
     ngx_http_unico_selfie_cache_t     *cache;
-    ngx_http_unico_selfie_entry_t     *e;
+    ngx_http_unico_selfie_entry_t     *e, *prev;
     ngx_http_unico_selfie_loc_conf_t  *uslcf;
 
     uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
@@ -372,9 +484,15 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
         return;
     }
 
-    ngx_http_unico_selfie_key(r, ctx, &key, &hash);
+    if (ngx_http_unico_selfie_key(r, ctx, &key, &hash) != NGX_OK) {
+        return;
+    }
+
+    now = ngx_time();
 
     ngx_shmtx_lock(&cache->shpool->mutex);
+
+    ngx_http_unico_selfie_cache_purge(cache, now);
 
     sn = ngx_str_rbtree_lookup(&cache->sh->rbtree, &key, hash);
     if (sn) {
@@ -407,6 +525,7 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
         q = ngx_queue_last(&cache->sh->queue);
         ngx_http_unico_selfie_cache_evict(cache,
                       ngx_queue_data(q, ngx_http_unico_selfie_entry_t, queue));
+        cache->sh->evicted++;
     }
 
     if (e == NULL || e->data == NULL) {
@@ -427,13 +546,34 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
 
     e->len = image->len;
     e->type = image->type;
-    e->expires = ngx_time() + cache->ttl;
+    e->expires = now + cache->ttl;
     e->sn.node.key = hash;
     e->sn.str.data = e->key;
     e->sn.str.len = key.len;
 
     ngx_rbtree_insert(&cache->sh->rbtree, &e->sn.node);
     ngx_queue_insert_head(&cache->sh->queue, &e->queue);
+
+    /*
+     * In order of expiry: with one TTL per zone that is the order of
+     * insertion, unless a reload changed the TTL.
+     */
+
+    for (q = ngx_queue_last(&cache->sh->expiry);
+         q != ngx_queue_sentinel(&cache->sh->expiry);
+         q = ngx_queue_prev(q))
+    {
+        prev = ngx_queue_data(q, ngx_http_unico_selfie_entry_t, expiry);
+
+        if (prev->expires <= e->expires) {
+            break;
+        }
+    }
+
+    ngx_queue_insert_after(q, &e->expiry);
+
+    cache->sh->entries++;
+    cache->sh->bytes += e->len;
 
     ngx_shmtx_unlock(&cache->shpool->mutex);
 }
@@ -444,13 +584,244 @@ ngx_http_unico_selfie_cache_evict(ngx_http_unico_selfie_cache_t *cache,
     ngx_http_unico_selfie_entry_t *e)
 {
     ngx_queue_remove(&e->queue);
+    ngx_queue_remove(&e->expiry);
     ngx_rbtree_delete(&cache->sh->rbtree, &e->sn.node);
+
+    cache->sh->entries--;
+    cache->sh->bytes -= e->len;
 
     /* biometric data: wiped, not just freed */
     ngx_explicit_memzero(e->data, e->len);
 
     ngx_slab_free_locked(cache->shpool, e->data);
     ngx_slab_free_locked(cache->shpool, e);
+}
+
+
+/* wipes the entries whose TTL has passed; the zone is locked */
+
+static void
+ngx_http_unico_selfie_cache_purge(ngx_http_unico_selfie_cache_t *cache,
+    time_t now)
+{
+    ngx_queue_t                    *q;
+    ngx_http_unico_selfie_entry_t  *e;
+
+    while (!ngx_queue_empty(&cache->sh->expiry)) {
+        q = ngx_queue_head(&cache->sh->expiry);
+        e = ngx_queue_data(q, ngx_http_unico_selfie_entry_t, expiry);
+
+        if (e->expires > now) {
+            return;
+        }
+
+        ngx_http_unico_selfie_cache_evict(cache, e);
+        cache->sh->expired++;
+    }
+}
+
+
+/* the cache zones of a cycle, one after the other */
+
+static ngx_http_unico_selfie_cache_t *
+ngx_http_unico_selfie_cache_next(ngx_cycle_t *cycle, ngx_list_part_t **part,
+    ngx_uint_t *i)
+{
+    ngx_shm_zone_t  *zone;
+
+    if (*part == NULL) {
+        *part = &cycle->shared_memory.part;
+        *i = 0;
+    }
+
+    for ( ;; ) {
+
+        if (*i >= (*part)->nelts) {
+            if ((*part)->next == NULL) {
+                return NULL;
+            }
+
+            *part = (*part)->next;
+            *i = 0;
+        }
+
+        zone = (*part)->elts;
+        zone = &zone[(*i)++];
+
+        if (zone->tag == &ngx_http_unico_selfie_module
+            && zone->init == ngx_http_unico_selfie_cache_init_zone
+            && zone->data)
+        {
+            return zone->data;
+        }
+    }
+}
+
+
+ngx_int_t
+ngx_http_unico_selfie_cache_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+
+    part = NULL;
+
+    if (ngx_http_unico_selfie_cache_next(cycle, &part, &i) == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_unico_selfie_sweep_ev.handler = ngx_http_unico_selfie_cache_sweep;
+    ngx_http_unico_selfie_sweep_ev.log = cycle->log;
+    ngx_http_unico_selfie_sweep_ev.data = cycle;
+    ngx_http_unico_selfie_sweep_ev.cancelable = 1;
+
+    ngx_add_timer(&ngx_http_unico_selfie_sweep_ev,
+                  NGX_HTTP_UNICO_CACHE_SWEEP);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Selfies go when their TTL has passed, whether anybody asks for them or
+ * not: a quiet gateway keeps no face past the TTL.
+ */
+
+static void
+ngx_http_unico_selfie_cache_sweep(ngx_event_t *ev)
+{
+    time_t                          now;
+    ngx_uint_t                      i;
+    ngx_list_part_t                *part;
+    ngx_http_unico_selfie_cache_t  *cache;
+
+    now = ngx_time();
+    part = NULL;
+
+    while ((cache = ngx_http_unico_selfie_cache_next(ev->data, &part, &i))) {
+
+        if (cache->sh == NULL) {
+            continue;
+        }
+
+        ngx_shmtx_lock(&cache->shpool->mutex);
+        ngx_http_unico_selfie_cache_purge(cache, now);
+        ngx_shmtx_unlock(&cache->shpool->mutex);
+    }
+
+    if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
+        ngx_add_timer(ev, NGX_HTTP_UNICO_CACHE_SWEEP);
+    }
+}
+
+
+/* the cache's lines of the metrics page: its length, then the lines */
+
+#define NGX_HTTP_UNICO_CACHE_METRICS_LINE                                     \
+    (sizeof("unico_selfie_cache_evictions_total{zone=\"\",reason=\"expired\"} " \
+            "\n") + NGX_ATOMIC_T_LEN)
+
+static ngx_str_t  ngx_http_unico_selfie_cache_families[] = {
+    ngx_string("# HELP unico_selfie_cache_entries Selfies held in the "
+               "cache zone.\n# TYPE unico_selfie_cache_entries gauge\n"),
+    ngx_string("# HELP unico_selfie_cache_bytes Image bytes held in the "
+               "cache zone.\n# TYPE unico_selfie_cache_bytes gauge\n"),
+    ngx_string("# HELP unico_selfie_cache_lookups_total Cache lookups, by "
+               "result.\n# TYPE unico_selfie_cache_lookups_total counter\n"),
+    ngx_string("# HELP unico_selfie_cache_evictions_total Selfies removed "
+               "from the cache, by reason.\n"
+               "# TYPE unico_selfie_cache_evictions_total counter\n")
+};
+
+
+size_t
+ngx_http_unico_selfie_cache_metrics_len(ngx_cycle_t *cycle)
+{
+    size_t                          len;
+    ngx_uint_t                      i, f;
+    ngx_list_part_t                *part;
+    ngx_http_unico_selfie_cache_t  *cache;
+
+    len = 0;
+
+    for (f = 0; f < 4; f++) {
+        len += ngx_http_unico_selfie_cache_families[f].len;
+    }
+
+    part = NULL;
+
+    while ((cache = ngx_http_unico_selfie_cache_next(cycle, &part, &i))) {
+        len += 6 * (NGX_HTTP_UNICO_CACHE_METRICS_LINE + cache->name.len);
+    }
+
+    return len;
+}
+
+
+u_char *
+ngx_http_unico_selfie_cache_metrics(ngx_cycle_t *cycle, u_char *p)
+{
+    ngx_uint_t                         i, f;
+    ngx_list_part_t                   *part;
+    ngx_http_unico_selfie_cache_t     *cache;
+    ngx_http_unico_selfie_cache_sh_t   sh;
+
+    part = NULL;
+
+    if (ngx_http_unico_selfie_cache_next(cycle, &part, &i) == NULL) {
+        return p;
+    }
+
+    for (f = 0; f < 4; f++) {
+        p = ngx_cpymem(p, ngx_http_unico_selfie_cache_families[f].data,
+                       ngx_http_unico_selfie_cache_families[f].len);
+
+        part = NULL;
+
+        while ((cache = ngx_http_unico_selfie_cache_next(cycle, &part, &i))) {
+
+            if (cache->sh == NULL) {
+                continue;
+            }
+
+            ngx_shmtx_lock(&cache->shpool->mutex);
+            ngx_http_unico_selfie_cache_purge(cache, ngx_time());
+            sh = *cache->sh;
+            ngx_shmtx_unlock(&cache->shpool->mutex);
+
+            switch (f) {
+
+            case 0:
+                p = ngx_sprintf(p, "unico_selfie_cache_entries{zone=\"%V\"} "
+                                "%ui\n", &cache->name, sh.entries);
+                break;
+
+            case 1:
+                p = ngx_sprintf(p, "unico_selfie_cache_bytes{zone=\"%V\"} "
+                                "%uz\n", &cache->name, sh.bytes);
+                break;
+
+            case 2:
+                p = ngx_sprintf(p, "unico_selfie_cache_lookups_total{zone="
+                                "\"%V\",result=\"hit\"} %ui\n"
+                                "unico_selfie_cache_lookups_total{zone="
+                                "\"%V\",result=\"miss\"} %ui\n",
+                                &cache->name, sh.hits,
+                                &cache->name, sh.misses);
+                break;
+
+            default:
+                p = ngx_sprintf(p, "unico_selfie_cache_evictions_total{zone="
+                                "\"%V\",reason=\"expired\"} %ui\n"
+                                "unico_selfie_cache_evictions_total{zone="
+                                "\"%V\",reason=\"lru\"} %ui\n",
+                                &cache->name, sh.expired,
+                                &cache->name, sh.evicted);
+            }
+        }
+    }
+
+    return p;
 }
 
 
@@ -472,7 +843,9 @@ ngx_http_unico_selfie_cache_merge(ngx_conf_t *cf,
         return NGX_CONF_OK;
     }
 
-    if (conf->cache_zone->data == NULL) {
+    if (conf->cache_zone->data == NULL
+        || conf->cache_zone->init != ngx_http_unico_selfie_cache_init_zone)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown cache zone \"%V\": declare it with "
                            "\"unico_selfie_cache_zone\"",
@@ -507,7 +880,10 @@ ngx_http_unico_selfie_coalesce_join(ngx_http_request_t *r,
         ngx_http_unico_selfie_flights_init = 1;
     }
 
-    ngx_http_unico_selfie_key(r, ctx, &key, &hash);
+    if (ngx_http_unico_selfie_key(r, ctx, &key, &hash) != NGX_OK) {
+        /* no coalescing for this one: it calls on its own */
+        return NGX_DECLINED;
+    }
 
     sn = ngx_str_rbtree_lookup(&ngx_http_unico_selfie_flights, &key, hash);
 
@@ -567,7 +943,9 @@ ngx_http_unico_selfie_coalesce_done(ngx_http_unico_selfie_ctx_t *ctx,
 
         f->following = 0;
 
-        if (image == NULL && outcome == NGX_HTTP_UNICO_INTERNAL) {
+        if (image == NULL && (outcome == NGX_HTTP_UNICO_INTERNAL
+                              || outcome == NGX_HTTP_UNICO_CLIENT_CLOSED))
+        {
             /* the leader ended early: the follower goes on alone */
             f->rejoin = 1;
             ngx_post_event(&f->wait_ev, &ngx_posted_events);
@@ -764,13 +1142,13 @@ ngx_http_unico_selfie_budget_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_http_unico_selfie_budget_t  *budget;
 
     budget = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+    budget->shpool = shpool;
 
     if (obudget) {
         budget->sh = obudget->sh;
         return NGX_OK;
     }
-
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     if (shm_zone->shm.exists) {
         budget->sh = shpool->data;
@@ -817,9 +1195,12 @@ ngx_http_unico_selfie_budget_take(ngx_http_request_t *r,
     now = ngx_current_msec;
     cap = (uint64_t) budget->burst * 1000;
 
-    /* a spin lock: the critical section is a few instructions */
+    /*
+     * The zone's mutex, not a lock of its own: nginx releases it when a
+     * worker dies holding it.
+     */
 
-    ngx_spinlock(&sh->lock, ngx_pid, 1024);
+    ngx_shmtx_lock(&budget->shpool->mutex);
 
     if (sh->last == 0) {
         sh->tokens = cap;
@@ -836,13 +1217,13 @@ ngx_http_unico_selfie_budget_take(ngx_http_request_t *r,
 
     if (sh->tokens >= 1000) {
         sh->tokens -= 1000;
-        ngx_unlock(&sh->lock);
+        ngx_shmtx_unlock(&budget->shpool->mutex);
 
         ctx->budget_waiting = 0;
         return NGX_OK;
     }
 
-    ngx_unlock(&sh->lock);
+    ngx_shmtx_unlock(&budget->shpool->mutex);
 
     if (!ctx->budget_waiting) {
         ctx->budget_waiting = 1;
@@ -867,6 +1248,30 @@ ngx_http_unico_selfie_budget_take(ngx_http_request_t *r,
     ngx_add_timer(&ctx->wait_ev, NGX_HTTP_UNICO_BUDGET_POLL);
 
     return NGX_AGAIN;
+}
+
+
+/* a call that could not be made after all gives its share back */
+
+void
+ngx_http_unico_selfie_budget_refund(ngx_http_request_t *r)
+{
+    uint64_t                           cap;
+    ngx_http_unico_selfie_budget_t    *budget;
+    ngx_http_unico_selfie_loc_conf_t  *uslcf;
+
+    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
+    budget = uslcf->budget;
+
+    if (budget == NULL) {
+        return;
+    }
+
+    cap = (uint64_t) budget->burst * 1000;
+
+    ngx_shmtx_lock(&budget->shpool->mutex);
+    budget->sh->tokens = ngx_min(budget->sh->tokens + 1000, cap);
+    ngx_shmtx_unlock(&budget->shpool->mutex);
 }
 
 

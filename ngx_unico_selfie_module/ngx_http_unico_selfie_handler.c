@@ -31,6 +31,8 @@ typedef struct {
 } ngx_http_unico_selfie_outcome_t;
 
 
+static void ngx_http_unico_selfie_wait_reading(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_unico_selfie_client_gone(ngx_http_request_t *r);
 static ngx_int_t ngx_http_unico_selfie_token(ngx_http_request_t *r,
     ngx_http_unico_selfie_loc_conf_t *uslcf, ngx_http_unico_selfie_ctx_t *ctx);
 static ngx_int_t ngx_http_unico_selfie_retry(ngx_http_request_t *r,
@@ -46,6 +48,8 @@ static ngx_int_t ngx_http_unico_selfie_send_image(ngx_http_request_t *r,
     unico_image_t *image);
 static ngx_int_t ngx_http_unico_selfie_add_header(ngx_http_request_t *r,
     ngx_str_t *key, ngx_str_t *value);
+static ngx_http_unico_selfie_ctx_t *ngx_http_unico_selfie_fetch_ctx(
+    ngx_http_request_t *r);
 static ngx_int_t ngx_http_unico_selfie_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_http_unico_selfie_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
@@ -159,6 +163,17 @@ static ngx_http_unico_selfie_outcome_t  ngx_http_unico_selfie_outcomes[] = {
     ngx_http_unico_outcome("over_budget", NGX_HTTP_SERVICE_UNAVAILABLE,
                            NGX_LOG_ERR,
                            "the Unico call budget is spent"),
+    ngx_http_unico_outcome("bad_request_body", NGX_HTTP_BAD_REQUEST,
+                           NGX_LOG_INFO,
+                           "the request's body could not be discarded"),
+    ngx_http_unico_outcome("client_closed", NGX_HTTP_CLIENT_CLOSED_REQUEST,
+                           NGX_LOG_INFO,
+                           "the client closed the connection before the "
+                           "answer"),
+    ngx_http_unico_outcome("redirected", NGX_HTTP_BAD_GATEWAY, NGX_LOG_ERR,
+                           "an X-Accel-Redirect redirected the call to "
+                           "Unico: set \"proxy_ignore_headers X-Accel-"
+                           "Redirect\" in its location"),
     ngx_http_unico_outcome("internal", NGX_HTTP_INTERNAL_SERVER_ERROR,
                            NGX_LOG_ERR,
                            "internal error")
@@ -258,19 +273,128 @@ ngx_http_unico_selfie_handler(ngx_http_request_t *r)
         }
     }
 
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    rc = ngx_http_discard_request_body(r);
+
+    if (rc != NGX_OK) {
+        /* logged as an outcome, answered with the status nginx chose */
+        (void) ngx_http_unico_selfie_fail(r, ctx,
+                                          NGX_HTTP_UNICO_BAD_REQUEST_BODY);
+        return rc;
     }
 
     rc = ngx_http_unico_selfie_proceed(r, ctx);
 
     if (rc == NGX_HTTP_UNICO_WAITING) {
-        /* nothing else wakes a content handler: see the post_subrequest */
+        /*
+         * Nothing else wakes a content handler: see the post_subrequest.
+         * While the request waits (for a token, the budget or another
+         * request's call), a client that closes its connection, or resets
+         * its HTTP/2 stream, ends it at once: it then makes no call and
+         * takes no budget.
+         */
+
+        r->read_event_handler = ngx_http_unico_selfie_wait_reading;
         r->main->count++;
         return NGX_DONE;
     }
 
     return rc;
+}
+
+
+/*
+ * The read handler of a waiting request, as ngx_http_test_reading() but
+ * with the ending recorded as client_closed.
+ */
+
+static void
+ngx_http_unico_selfie_wait_reading(ngx_http_request_t *r)
+{
+    ngx_event_t                  *rev;
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    rev = r->connection->read;
+
+    if (!ngx_http_unico_selfie_client_gone(r)) {
+
+        /* aio does not call this handler */
+
+        if ((ngx_event_flags & NGX_USE_LEVEL_EVENT) && rev->active) {
+            if (ngx_del_event(rev, NGX_READ_EVENT, 0) != NGX_OK) {
+                ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            }
+        }
+
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+
+    if (ctx) {
+        (void) ngx_http_unico_selfie_fail(r, ctx,
+                                          NGX_HTTP_UNICO_CLIENT_CLOSED);
+    }
+
+    ngx_http_finalize_request(r, NGX_HTTP_CLIENT_CLOSED_REQUEST);
+}
+
+
+/*
+ * Whether the client has gone, for a request about to call Unico after a
+ * wait during which its connection may have been closed unnoticed (the
+ * token location ignores client aborts): as ngx_http_test_reading() checks
+ * it, without finalizing anything.
+ */
+
+static ngx_uint_t
+ngx_http_unico_selfie_client_gone(ngx_http_request_t *r)
+{
+    int                n;
+    char               buf[1];
+    ngx_err_t          err;
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    if (c->error) {
+        return 1;
+    }
+
+#if (NGX_HTTP_V2)
+    if (r->stream) {
+        return 0;
+    }
+#endif
+
+#if (NGX_HTTP_V3)
+    if (c->quic) {
+        return 0;
+    }
+#endif
+
+    if (c->read->eof) {
+        return 1;
+    }
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+
+    if (n == 0) {
+        c->read->eof = 1;
+        c->error = 1;
+        return 1;
+    }
+
+    if (n == -1) {
+        err = ngx_socket_errno;
+
+        if (err != NGX_EAGAIN && err != NGX_EINTR) {
+            c->read->eof = 1;
+            c->error = 1;
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 
@@ -289,6 +413,14 @@ ngx_http_unico_selfie_proceed(ngx_http_request_t *r,
 
     uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
 
+    /* a token from a variable first: the cache and flights are per token */
+
+    if (uslcf->account == NULL && ctx->authorization.len == 0
+        && ngx_http_unico_selfie_token(r, uslcf, ctx) != NGX_OK)
+    {
+        return ngx_http_unico_selfie_fail(r, ctx, ctx->outcome);
+    }
+
     if (ngx_http_unico_selfie_cache_get(r, ctx, &ctx->image) == NGX_OK) {
         ctx->cached = 1;
         return ngx_http_unico_selfie_deliver(r, ctx);
@@ -298,12 +430,11 @@ ngx_http_unico_selfie_proceed(ngx_http_request_t *r,
         return NGX_HTTP_UNICO_WAITING;
     }
 
-    if (uslcf->account) {
-        rc = ngx_http_unico_selfie_account_acquire(r, ctx);
-
-    } else {
-        rc = ngx_http_unico_selfie_token(r, uslcf, ctx);
+    if (uslcf->account == NULL) {
+        return ngx_http_unico_selfie_start(r, ctx);
     }
+
+    rc = ngx_http_unico_selfie_account_acquire(r, ctx);
 
     if (rc == NGX_OK) {
         return ngx_http_unico_selfie_start(r, ctx);
@@ -422,6 +553,38 @@ ngx_http_unico_selfie_start(ngx_http_request_t *r,
     ngx_http_post_subrequest_t        *ps;
     ngx_http_unico_selfie_loc_conf_t  *uslcf;
 
+    if (ngx_http_unico_selfie_client_gone(r)) {
+        return ngx_http_unico_selfie_fail(r, ctx,
+                                          NGX_HTTP_UNICO_CLIENT_CLOSED);
+    }
+
+    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
+
+    /* the processId is a validated UUID: nothing in it needs escaping */
+
+    uri.len = uslcf->api.len + ngx_http_unico_selfie_path.len
+              + ctx->process_id.len + ngx_http_unico_selfie_suffix.len;
+
+    uri.data = ngx_pnalloc(r->pool, uri.len);
+    if (uri.data == NULL) {
+        return ngx_http_unico_selfie_fail(r, ctx, NGX_HTTP_UNICO_INTERNAL);
+    }
+
+    p = ngx_cpymem(uri.data, uslcf->api.data, uslcf->api.len);
+    p = ngx_cpymem(p, ngx_http_unico_selfie_path.data,
+                   ngx_http_unico_selfie_path.len);
+    p = ngx_cpymem(p, ctx->process_id.data, ctx->process_id.len);
+    ngx_memcpy(p, ngx_http_unico_selfie_suffix.data,
+               ngx_http_unico_selfie_suffix.len);
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    if (ps == NULL) {
+        return ngx_http_unico_selfie_fail(r, ctx, NGX_HTTP_UNICO_INTERNAL);
+    }
+
+    ps->handler = ngx_http_unico_selfie_post_subrequest;
+    ps->data = ctx;
+
     /* within the Unico call budget, if there is one */
 
     rc = ngx_http_unico_selfie_budget_take(r, ctx);
@@ -434,25 +597,6 @@ ngx_http_unico_selfie_start(ngx_http_request_t *r,
         return ngx_http_unico_selfie_fail(r, ctx, NGX_HTTP_UNICO_OVER_BUDGET);
     }
 
-    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
-
-    /* the processId is a validated UUID: nothing in it needs escaping */
-
-    uri.len = uslcf->api.len + ngx_http_unico_selfie_path.len
-              + ctx->process_id.len + ngx_http_unico_selfie_suffix.len;
-
-    uri.data = ngx_pnalloc(r->pool, uri.len);
-    if (uri.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    p = ngx_cpymem(uri.data, uslcf->api.data, uslcf->api.len);
-    p = ngx_cpymem(p, ngx_http_unico_selfie_path.data,
-                   ngx_http_unico_selfie_path.len);
-    p = ngx_cpymem(p, ctx->process_id.data, ctx->process_id.len);
-    ngx_memcpy(p, ngx_http_unico_selfie_suffix.data,
-               ngx_http_unico_selfie_suffix.len);
-
     /*
      * The JSON envelope of the largest image accepted: its base64, plus
      * room for escapes (\/, \n line breaks) and the other fields.
@@ -461,19 +605,13 @@ ngx_http_unico_selfie_start(ngx_http_request_t *r,
     b64 = (uslcf->max_size + 2) / 3 * 4;
     ctx->body_max = b64 + b64 / 8 + 4096;
 
-    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
-    if (ps == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ps->handler = ngx_http_unico_selfie_post_subrequest;
-    ps->data = ctx;
-
     if (ngx_http_subrequest(r, &uri, NULL, &sr, ps,
                             NGX_HTTP_SUBREQUEST_WAITED)
         != NGX_OK)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        /* no call was made: the budget it took goes back */
+        ngx_http_unico_selfie_budget_refund(r);
+        return ngx_http_unico_selfie_fail(r, ctx, NGX_HTTP_UNICO_INTERNAL);
     }
 
     ctx->subrequest = sr;
@@ -533,12 +671,18 @@ ngx_http_unico_selfie_fetch_done(ngx_http_request_t *r,
 /* ... and their common end: what the subrequest is finalized with */
 
 ngx_int_t
+ngx_http_unico_selfie_fetch_aborted(ngx_http_request_t *r, ngx_int_t rc)
+{
+    return rc == NGX_HTTP_REQUEST_TIME_OUT
+           || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
+           || r->connection->error;
+}
+
+
+ngx_int_t
 ngx_http_unico_selfie_fetch_rc(ngx_http_request_t *r, ngx_int_t rc)
 {
-    if (rc == NGX_HTTP_REQUEST_TIME_OUT
-        || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
-        || r->connection->error)
-    {
+    if (ngx_http_unico_selfie_fetch_aborted(r, rc)) {
         /* the client is gone: let nginx terminate the whole request */
         return rc;
     }
@@ -566,6 +710,15 @@ ngx_http_unico_selfie_post_subrequest(ngx_http_request_t *r, void *data,
         return rc;
     }
 
+    pr = r->parent;
+
+    if (ngx_http_unico_selfie_fetch_aborted(r, rc)) {
+        /* the client left: nginx terminates the request, nothing to send */
+        (void) ngx_http_unico_selfie_fail(pr, ctx,
+                                          NGX_HTTP_UNICO_CLIENT_CLOSED);
+        return rc;
+    }
+
     if (ctx->status == 0 && rc >= NGX_HTTP_SPECIAL_RESPONSE
         && ctx->outcome == NGX_HTTP_UNICO_OK)
     {
@@ -573,7 +726,6 @@ ngx_http_unico_selfie_post_subrequest(ngx_http_request_t *r, void *data,
                                       : NGX_HTTP_UNICO_UPSTREAM_ERROR;
     }
 
-    pr = r->parent;
     pr->write_event_handler = ngx_http_unico_selfie_resume;
 
     return ngx_http_unico_selfie_fetch_rc(r, rc);
@@ -1002,6 +1154,51 @@ ngx_http_unico_selfie_filter_init(ngx_conf_t *cf)
 }
 
 
+/*
+ * The context of one of the module's own subrequests, NULL for any other
+ * request.  An internal redirect (an X-Accel-Redirect that reached nginx
+ * despite the includes) clears r->ctx: the subrequest is still the
+ * module's, known by its post_subrequest handler (as OpenResty finds its
+ * captures), and its output must not reach the client.
+ */
+
+static ngx_http_unico_selfie_ctx_t *
+ngx_http_unico_selfie_fetch_ctx(ngx_http_request_t *r)
+{
+    ngx_http_post_subrequest_t   *ps;
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+
+    if (ctx != NULL) {
+        return (ctx->subrequest == r) ? ctx : NULL;
+    }
+
+    ps = r->post_subrequest;
+
+    if (ps == NULL
+        || (ps->handler != ngx_http_unico_selfie_post_subrequest
+            && ps->handler != ngx_http_unico_selfie_token_done))
+    {
+        return NULL;
+    }
+
+    ctx = ps->data;
+
+    if (ctx->subrequest != r) {
+        return NULL;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_unico_selfie_module);
+
+    if (ctx->outcome == NGX_HTTP_UNICO_OK) {
+        ctx->outcome = NGX_HTTP_UNICO_REDIRECTED;
+    }
+
+    return ctx;
+}
+
+
 static ngx_int_t
 ngx_http_unico_selfie_header_filter(ngx_http_request_t *r)
 {
@@ -1015,15 +1212,19 @@ ngx_http_unico_selfie_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+    ctx = ngx_http_unico_selfie_fetch_ctx(r);
 
-    if (ctx == NULL || ctx->subrequest != r) {
+    if (ctx == NULL) {
         return ngx_http_next_header_filter(r);
     }
 
     /* the module's own subrequest: nothing of it goes further */
 
     ngx_http_unico_selfie_unquiet(r, ctx);
+
+    if (ctx->outcome == NGX_HTTP_UNICO_REDIRECTED) {
+        return NGX_OK;
+    }
 
     ctx->status = r->headers_out.status;
 
@@ -1121,9 +1322,9 @@ ngx_http_unico_selfie_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+    ctx = ngx_http_unico_selfie_fetch_ctx(r);
 
-    if (ctx == NULL || ctx->subrequest != r) {
+    if (ctx == NULL) {
         return ngx_http_next_body_filter(r, in);
     }
 

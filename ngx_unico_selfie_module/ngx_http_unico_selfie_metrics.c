@@ -87,7 +87,20 @@ static ngx_http_unico_selfie_bucket_t  ngx_http_unico_selfie_buckets[] = {
 char *
 ngx_http_unico_selfie_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_unico_selfie_loc_conf_t *uslcf = conf;
+
     ngx_http_core_loc_conf_t  *clcf;
+
+    if (uslcf->metrics) {
+        return "is duplicate";
+    }
+
+    if (uslcf->process_id) {
+        return "cannot be in the location of \"unico_selfie\": "
+               "give the metrics a location of their own";
+    }
+
+    uslcf->metrics = 1;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_unico_selfie_metrics_handler;
@@ -294,6 +307,12 @@ ngx_http_unico_selfie_metrics_log(ngx_http_request_t *r)
     ngx_http_unico_selfie_ctx_t      *ctx;
     ngx_http_unico_selfie_metrics_t  *m;
 
+    /* with log_subrequest on, the calls to Unico are logged too: not here */
+
+    if (r != r->main) {
+        return NGX_OK;
+    }
+
     ctx = ngx_http_unico_selfie_get_ctx(r);
 
     if (ctx == NULL || ctx->main != ctx) {
@@ -409,6 +428,8 @@ ngx_http_unico_selfie_metrics_handler(ngx_http_request_t *r)
     len += 3 * (sizeof("unico_selfie_upstream_seconds_count ") + 1
                 + 2 * NGX_ATOMIC_T_LEN);
 
+    len += ngx_http_unico_selfie_cache_metrics_len((ngx_cycle_t *) ngx_cycle);
+
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -495,6 +516,8 @@ ngx_http_unico_selfie_metrics_handler(ngx_http_request_t *r)
                     "# TYPE unico_selfie_bytes_served_total counter\n"
                     "unico_selfie_bytes_served_total %uA\n",
                     (ngx_atomic_uint_t) m->bytes);
+
+    p = ngx_http_unico_selfie_cache_metrics((ngx_cycle_t *) ngx_cycle, p);
 
     b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;

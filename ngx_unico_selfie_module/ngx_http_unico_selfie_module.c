@@ -17,6 +17,8 @@
 
 static ngx_int_t ngx_http_unico_selfie_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_unico_selfie_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_unico_selfie_init_module(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_unico_selfie_init_process(ngx_cycle_t *cycle);
 static void *ngx_http_unico_selfie_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_unico_selfie_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
@@ -24,6 +26,8 @@ static char *ngx_http_unico_selfie(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_unico_selfie_api(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_unico_selfie_token_slot(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 
 static ngx_int_t ngx_http_unico_selfie_var(ngx_http_variable_value_t *v,
     u_char *data, size_t len);
@@ -61,7 +65,7 @@ static ngx_command_t  ngx_http_unico_selfie_commands[] = {
 
     { ngx_string("unico_selfie_token"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_set_complex_value_slot,
+      ngx_http_unico_selfie_token_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_unico_selfie_loc_conf_t, token),
       NULL },
@@ -161,8 +165,8 @@ ngx_module_t  ngx_http_unico_selfie_module = {
     ngx_http_unico_selfie_commands,        /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
-    NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_unico_selfie_init_module,     /* init module */
+    ngx_http_unico_selfie_init_process,    /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
@@ -240,6 +244,22 @@ ngx_http_unico_selfie_init(ngx_conf_t *cf)
 }
 
 
+/* the new configuration is committed: the shared state may change now */
+
+static ngx_int_t
+ngx_http_unico_selfie_init_module(ngx_cycle_t *cycle)
+{
+    return ngx_http_unico_selfie_token_init(cycle);
+}
+
+
+static ngx_int_t
+ngx_http_unico_selfie_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_unico_selfie_cache_init_process(cycle);
+}
+
+
 static void *
 ngx_http_unico_selfie_create_loc_conf(ngx_conf_t *cf)
 {
@@ -279,6 +299,23 @@ ngx_http_unico_selfie_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_unico_selfie_loc_conf_t *conf = child;
 
     ngx_conf_merge_str_value(conf->api, prev->api, "");
+
+    /*
+     * The credentials set in the innermost level win: a location with
+     * "unico_selfie_token" does not inherit an account, and one with
+     * "unico_selfie_account <name>" does not inherit a token.
+     */
+
+    if (conf->token != NGX_CONF_UNSET_PTR) {
+        if (conf->account == NGX_CONF_UNSET_PTR) {
+            conf->account = NULL;
+        }
+
+    } else if (conf->account != NGX_CONF_UNSET_PTR && conf->account != NULL)
+    {
+        conf->token = NULL;
+    }
+
     ngx_conf_merge_ptr_value(conf->token, prev->token, NULL);
     ngx_conf_merge_ptr_value(conf->account, prev->account, NULL);
     ngx_conf_merge_ptr_value(conf->budget, prev->budget, NULL);
@@ -340,6 +377,10 @@ ngx_http_unico_selfie(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "is duplicate";
     }
 
+    if (uslcf->metrics) {
+        return "cannot be in the location of \"unico_selfie_metrics\"";
+    }
+
     value = cf->args->elts;
 
     uslcf->process_id = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
@@ -364,6 +405,23 @@ ngx_http_unico_selfie(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_unico_selfie_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/* unico_selfie_token: one source of credentials per level */
+
+static char *
+ngx_http_unico_selfie_token_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_unico_selfie_loc_conf_t *uslcf = conf;
+
+    if (uslcf->account != NGX_CONF_UNSET_PTR && uslcf->account != NULL) {
+        return "cannot be used with \"unico_selfie_account\" on the same "
+               "level";
+    }
+
+    return ngx_http_set_complex_value_slot(cf, cmd, conf);
 }
 
 

@@ -32,7 +32,8 @@
 #define NGX_HTTP_UNICO_ACCOUNTS_MAX    8
 #define NGX_HTTP_UNICO_ZONE_SIZE       (128 * 1024)
 #define NGX_HTTP_UNICO_POLL            20          /* ms */
-#define NGX_HTTP_UNICO_JWT_LIFETIME    300         /* s, at most 3600 */
+#define NGX_HTTP_UNICO_JWT_LIFETIME    600         /* s, at least */
+#define NGX_HTTP_UNICO_JWT_SPREAD      3000        /* s, + lifetime < 3600 */
 #define NGX_HTTP_UNICO_BACKOFF_MAX     64          /* s */
 #define NGX_HTTP_UNICO_TOKEN_BODY_MAX  16384
 
@@ -46,6 +47,8 @@ struct ngx_http_unico_selfie_account_s {
     ngx_str_t                  token_api;     /* <prefix>/oauth2/token */
     time_t                     refresh_ahead;
     ngx_msec_t                 wait;
+    ngx_str_t                  instance;      /* this gateway, in a fleet */
+    time_t                     lifetime;      /* of its assertions */
     time_t                     lock;          /* a refresh may take this */
     u_char                     fingerprint[32];
     ngx_uint_t                 slot;
@@ -65,6 +68,7 @@ typedef struct {
     time_t                     busy_until;    /* a refresh is under way */
     time_t                     retry_at;      /* backing off until */
     time_t                     last_iat;      /* no two assertions a second */
+    ngx_uint_t                 refresh;       /* the busy mark's owner */
     ngx_uint_t                 failures;
     ngx_uint_t                 generation;
 
@@ -107,12 +111,12 @@ static ngx_http_unico_selfie_slot_t *ngx_http_unico_selfie_slot(
     ngx_http_unico_selfie_account_t *acct);
 static ngx_int_t ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_account_t *acct,
-    ngx_uint_t background);
-static ngx_int_t ngx_http_unico_selfie_token_done(ngx_http_request_t *r,
-    void *data, ngx_int_t rc);
+    ngx_uint_t refresh, ngx_uint_t background);
+static void ngx_http_unico_selfie_refresh_release(void *data);
+static void ngx_http_unico_selfie_token_unbusy(
+    ngx_http_unico_selfie_account_t *acct, ngx_uint_t refresh);
 static void ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *tctx, ngx_http_unico_selfie_account_t *acct,
-    ngx_int_t rc);
+    ngx_http_unico_selfie_ctx_t *tctx, ngx_http_unico_selfie_account_t *acct);
 static void ngx_http_unico_selfie_token_wake(ngx_http_request_t *r);
 static void ngx_http_unico_selfie_poll(ngx_event_t *ev);
 static void ngx_http_unico_selfie_backoff(ngx_http_unico_selfie_slot_t *slot,
@@ -292,6 +296,9 @@ ngx_http_unico_selfie_account_line(ngx_conf_t *cf, ngx_command_t *dummy,
     } else if (ngx_strcmp(value[0].data, "audience") == 0) {
         field = &acct->audience;
 
+    } else if (ngx_strcmp(value[0].data, "instance") == 0) {
+        field = &acct->instance;
+
     } else if (ngx_strcmp(value[0].data, "environment") == 0) {
 
         if (acct->audience.data) {
@@ -448,6 +455,23 @@ ngx_http_unico_selfie_account_check(ngx_conf_t *cf,
     ngx_conf_init_value(acct->refresh_ahead, 600);
     ngx_conf_init_msec_value(acct->wait, 10000);
 
+    /*
+     * Unico accepts an assertion once, and RS256 over the same claims
+     * gives the same assertion: two gateways of a fleet that refresh in
+     * the same second would collide.  Their assertions differ by "exp",
+     * whose distance from "iat" is derived from the gateway's name (its
+     * hostname, or "instance" where hosts share one): 600 to 3599 s,
+     * within Unico's hour.
+     */
+
+    if (acct->instance.data == NULL) {
+        acct->instance = cf->cycle->hostname;
+    }
+
+    acct->lifetime = NGX_HTTP_UNICO_JWT_LIFETIME
+                     + ngx_crc32_long(acct->instance.data, acct->instance.len)
+                       % NGX_HTTP_UNICO_JWT_SPREAD;
+
     /* a refresh that never reports back frees the slot after this */
     acct->lock = (time_t) (acct->wait / 1000) + 5;
 
@@ -547,15 +571,23 @@ ngx_http_unico_selfie_load_key(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA
-        || EVP_PKEY_get_bits(key) < 2048)
-    {
+    why = NULL;
+
+    if (EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA) {
+        why = "not an RSA key (RS256 needs one)";
+
+    } else if (EVP_PKEY_get_bits(key) < 2048) {
+        why = "an RSA key shorter than 2048 bits";
+
+    } else if (EVP_PKEY_get_bits(key) > UNICO_JWT_RSA_BITS_MAX) {
+        why = "an RSA key longer than 8192 bits, which cannot sign an "
+              "assertion";
+    }
+
+    if (why) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "service account \"%V\": key file \"%V\": %s",
-                           &acct->name, &acct->key_file,
-                           EVP_PKEY_get_base_id(key) != EVP_PKEY_RSA
-                           ? "not an RSA key (RS256 needs one)"
-                           : "an RSA key shorter than 2048 bits");
+                           &acct->name, &acct->key_file, why);
         EVP_PKEY_free(key);
         return NGX_CONF_ERROR;
     }
@@ -613,6 +645,11 @@ ngx_http_unico_selfie_account(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_OK;
     }
 
+    if (uslcf->token != NGX_CONF_UNSET_PTR) {
+        return "cannot be used with \"unico_selfie_token\" on the same "
+               "level";
+    }
+
     accts = ngx_http_unico_selfie_accounts(cf->cycle);
     if (accts == NULL) {
         goto unknown;
@@ -645,13 +682,9 @@ ngx_http_unico_selfie_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_unico_selfie_accounts_t  *oaccts = data;
 
-    ngx_uint_t                         i, j;
     ngx_slab_pool_t                   *shpool;
-    ngx_http_unico_selfie_slot_t      *slot;
     ngx_http_unico_selfie_shctx_t     *sh;
-    ngx_http_unico_selfie_account_t  **pa;
     ngx_http_unico_selfie_accounts_t  *accts;
-    u_char                             used[NGX_HTTP_UNICO_ACCOUNTS_MAX];
 
     accts = shm_zone->data;
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
@@ -675,10 +708,42 @@ ngx_http_unico_selfie_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     accts->sh = sh;
 
     /*
-     * Give every account of the new configuration its slot: the one with
-     * the same fingerprint when it had one (its token survives the
-     * reload), else a slot no account of the new configuration uses.
+     * The slots are not touched here: a reload can still fail after the
+     * zones are initialised (a listen socket that cannot be bound), and the
+     * running workers keep using them.  They are given out once the new
+     * configuration is committed, in ngx_http_unico_selfie_token_init().
      */
+
+    return NGX_OK;
+}
+
+
+/*
+ * init_module, when the new configuration can no longer fail: every account
+ * gets its slot, the one with the same fingerprint when it had one (its
+ * token survives the reload), else a slot no account of the configuration
+ * uses; the slots of accounts gone from it are wiped.
+ */
+
+ngx_int_t
+ngx_http_unico_selfie_token_init(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                         i, j;
+    ngx_slab_pool_t                   *shpool;
+    ngx_http_unico_selfie_slot_t      *slot;
+    ngx_http_unico_selfie_shctx_t     *sh;
+    ngx_http_unico_selfie_account_t  **pa;
+    ngx_http_unico_selfie_accounts_t  *accts;
+    u_char                             used[NGX_HTTP_UNICO_ACCOUNTS_MAX];
+
+    accts = ngx_http_unico_selfie_accounts(cycle);
+
+    if (accts == NULL || accts->sh == NULL) {
+        return NGX_OK;
+    }
+
+    sh = accts->sh;
+    shpool = accts->shpool;
 
     ngx_memzero(used, sizeof(used));
     pa = accts->accounts.elts;
@@ -712,7 +777,7 @@ ngx_http_unico_selfie_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
 
         slot = &sh->slots[j];
-        ngx_memzero(slot, sizeof(ngx_http_unico_selfie_slot_t));
+        ngx_explicit_memzero(slot, sizeof(ngx_http_unico_selfie_slot_t));
         ngx_memcpy(slot->fingerprint, pa[i]->fingerprint, 32);
         slot->in_use = 1;
 
@@ -732,6 +797,17 @@ ngx_http_unico_selfie_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_shmtx_unlock(&shpool->mutex);
 
     return NGX_OK;
+}
+
+
+/* what identifies the account's credentials: the key's fingerprint */
+
+void
+ngx_http_unico_selfie_account_id(ngx_http_unico_selfie_account_t *acct,
+    ngx_str_t *id)
+{
+    id->data = acct->fingerprint;
+    id->len = sizeof(acct->fingerprint);
 }
 
 
@@ -815,7 +891,7 @@ ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
         {
             slot->busy_until = now + acct->lock;
             slot->last_iat = now;
-            refresh = 1;
+            refresh = ++slot->refresh;
             background = 1;
         }
 
@@ -826,7 +902,7 @@ ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
 
         slot->busy_until = now + acct->lock;
         slot->last_iat = now;
-        refresh = 1;
+        refresh = ++slot->refresh;
 
     } else if (slot->busy_until <= now && now < slot->retry_at) {
 
@@ -842,12 +918,10 @@ ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
     if (refresh) {
         ctx->waiting_token = 0;
 
-        if (ngx_http_unico_selfie_refresh(r, ctx, acct, background)
+        if (ngx_http_unico_selfie_refresh(r, ctx, acct, refresh, background)
             != NGX_OK)
         {
-            ngx_shmtx_lock(&shpool->mutex);
-            slot->busy_until = 0;
-            ngx_shmtx_unlock(&shpool->mutex);
+            ngx_http_unico_selfie_token_unbusy(acct, refresh);
 
             if (!background) {
                 ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
@@ -923,12 +997,13 @@ ngx_http_unico_selfie_poll(ngx_event_t *ev)
 static ngx_int_t
 ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_account_t *acct,
-    ngx_uint_t background)
+    ngx_uint_t refresh, ngx_uint_t background)
 {
     u_char                        *p;
     size_t                         max;
     ngx_uint_t                     flags;
     unico_jwt_claims_t             claims;
+    ngx_pool_cleanup_t            *cln;
     ngx_http_request_t            *sr;
     ngx_http_post_subrequest_t    *ps;
     ngx_http_unico_selfie_ctx_t   *tctx;
@@ -941,7 +1016,7 @@ ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
     claims.aud = (char *) acct->audience.data;
     claims.aud_len = acct->audience.len;
     claims.iat = ngx_time();
-    claims.exp = claims.iat + NGX_HTTP_UNICO_JWT_LIFETIME;
+    claims.exp = claims.iat + acct->lifetime;
 
     max = unico_jwt_max_len(&claims, acct->key);
     if (max == 0) {
@@ -974,12 +1049,27 @@ ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
     tctx->process_id = ctx->process_id;
     tctx->body_max = NGX_HTTP_UNICO_TOKEN_BODY_MAX;
     tctx->account = acct;
+    tctx->refresh = refresh;
     tctx->waiting = !background;       /* the request waits for it */
 
     ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
     if (ps == NULL) {
         return NGX_ERROR;
     }
+
+    /*
+     * The refresh owns the busy mark until its answer is stored; should
+     * the request that carries it end first (its client gone, the worker
+     * shutting down), the mark is released at once, as no failure.
+     */
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_http_unico_selfie_refresh_release;
+    cln->data = tctx;
 
     ps->handler = ngx_http_unico_selfie_token_done;
     ps->data = tctx;
@@ -1011,7 +1101,7 @@ ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
     ngx_int_t rc)
 {
@@ -1025,7 +1115,32 @@ ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
 
     pr = r->parent;
 
-    ngx_http_unico_selfie_token_store(pr, tctx, tctx->account, rc);
+    if (ngx_http_unico_selfie_fetch_aborted(r, rc)
+        && !(tctx->status && tctx->last))
+    {
+        /*
+         * The client of the request that carried the refresh left before
+         * the answer (a token location without proxy_ignore_client_abort):
+         * not a failure of the endpoint.  The mark goes, another request
+         * refreshes.
+         */
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "unico selfie: service account \"%V\": token request "
+                      "abandoned, the client closed the connection",
+                      &tctx->account->name);
+
+        ngx_http_unico_selfie_token_unbusy(tctx->account, tctx->refresh);
+
+        if (tctx->waiting) {
+            (void) ngx_http_unico_selfie_fail(pr, tctx->main,
+                                              NGX_HTTP_UNICO_CLIENT_CLOSED);
+        }
+
+        return rc;
+    }
+
+    ngx_http_unico_selfie_token_store(pr, tctx, tctx->account);
 
     if (tctx->waiting) {
         pr->write_event_handler = ngx_http_unico_selfie_token_wake;
@@ -1039,10 +1154,10 @@ ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
 
 static void
 ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *tctx, ngx_http_unico_selfie_account_t *acct,
-    ngx_int_t rc)
+    ngx_http_unico_selfie_ctx_t *tctx, ngx_http_unico_selfie_account_t *acct)
 {
     time_t                         now, ahead;
+    ngx_uint_t                     owner;
     const char                    *why;
     ngx_slab_pool_t               *shpool;
     unico_token_rc_e               trc;
@@ -1090,7 +1205,13 @@ ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
         goto done;
     }
 
-    slot->busy_until = 0;
+    /* a refresh that outlived its mark leaves a newer one's alone */
+
+    owner = (slot->refresh == tctx->refresh);
+
+    if (owner) {
+        slot->busy_until = 0;
+    }
 
     if (why == NULL) {
         ngx_memcpy(slot->token, resp->token, resp->token_len);
@@ -1105,7 +1226,7 @@ ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
         slot->retry_at = 0;
         slot->generation++;
 
-    } else {
+    } else if (owner) {
         ngx_http_unico_selfie_backoff(slot, now);
     }
 
@@ -1137,6 +1258,40 @@ done:
 
     if (resp) {
         ngx_explicit_memzero(resp, sizeof(unico_token_response_t));
+    }
+}
+
+
+/* the busy mark of refresh number "refresh", if it still holds it */
+
+static void
+ngx_http_unico_selfie_token_unbusy(ngx_http_unico_selfie_account_t *acct,
+    ngx_uint_t refresh)
+{
+    ngx_slab_pool_t               *shpool;
+    ngx_http_unico_selfie_slot_t  *slot;
+
+    shpool = (ngx_slab_pool_t *) acct->zone->shm.addr;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    slot = ngx_http_unico_selfie_slot(acct);
+
+    if (slot && slot->refresh == refresh) {
+        slot->busy_until = 0;
+    }
+
+    ngx_shmtx_unlock(&shpool->mutex);
+}
+
+
+static void
+ngx_http_unico_selfie_refresh_release(void *data)
+{
+    ngx_http_unico_selfie_ctx_t  *tctx = data;
+
+    if (!tctx->done) {
+        ngx_http_unico_selfie_token_unbusy(tctx->account, tctx->refresh);
     }
 }
 

@@ -182,7 +182,7 @@ unico_jwt_sign(const unico_jwt_claims_t *claims, EVP_PKEY *key,
     int             ok;
     char            json[1024];
     size_t          n, json_len, sig_len;
-    unsigned char  *p, sig[1024];
+    unsigned char  *p, sig[UNICO_JWT_RSA_BITS_MAX / 8];
     EVP_MD_CTX     *md;
 
     if (claims->iss_len > 256 || claims->aud_len > 256

@@ -19,6 +19,7 @@
 
 
 #define UNICO_TOKEN_MAX        4096
+#define UNICO_JWT_RSA_BITS_MAX 8192     /* the longest key that can sign */
 #define UNICO_ERROR_CODE_MAX   16
 
 

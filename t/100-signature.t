@@ -65,7 +65,12 @@ CONF
 my $id = $t->id('jpeg-small');
 my $sha = $t->fixture_sha256('selfie-360x480.jpg');
 my $now = time;
+
+# An expiry whose signature holds a '-' or '_', so that the "standard
+# base64" case below really differs from the good URL (a random signature
+# has neither about one time in four).
 my $exp = int($now) + 300;
+$exp++ until $t->signed_path($key_a, $id, $exp) =~ /sig=[^&]*[-_]/;
 
 sub calls { $t->selfie_calls }
 
@@ -90,6 +95,7 @@ is($h->{status}, 200, 'HEAD with a signature: 200');
 
 my $good = $t->signed_path($key_a, $id, $exp);
 my ($sig) = $good =~ /sig=([^&]+)/;
+like($sig, qr/[-_]/, 'the signature under test holds "-" or "_"');
 my $flip = substr($sig, 0, 5) . (substr($sig, 5, 1) eq 'A' ? 'B' : 'A')
            . substr($sig, 6);
 my $other_id = $t->id('jpeg-medium');

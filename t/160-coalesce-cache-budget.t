@@ -56,7 +56,11 @@ sub random_uuid {
 # the cache: hit, miss, expiry, eviction
 {
     my $t = UnicoTest->new;
-    $t->start_mock;
+
+    # three locations, three tenants' tokens: three entries for one selfie
+    my %token = (a => $UnicoTest::TOKEN, b => 'tenant-b-token',
+                 c => 'tenant-c-token');
+    $t->start_mock(tokens => [values %token]);
 
     my $loc = sub {
         my ($p) = @_;
@@ -64,7 +68,7 @@ sub random_uuid {
         location ~ ^/$p/(?<sid>[^/]+)\$ {
             unico_selfie        \$sid;
             unico_selfie_api    /_unico_api;
-            unico_selfie_token  $UnicoTest::TOKEN;
+            unico_selfie_token  $token{$p};
             unico_selfie_cache  small;
         }
 CONF
