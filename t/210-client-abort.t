@@ -61,6 +61,14 @@ sub access_lines {
 }
 
 
+# Calls to Unico the gateway started (whether or not they reached the
+# mock: nginx may notice a gone client before the connection is up).
+sub calls_started {
+    my ($t) = @_;
+    return $t->metrics->{'unico_selfie_upstream_seconds_count'};
+}
+
+
 sub calls_for {
     my ($t, $id) = @_;
     return scalar grep { $_->{path} =~ m{/\Q$id\E/selfie$} }
@@ -132,6 +140,7 @@ CONF
     for my $proto ('HTTP/1', 'HTTP/2') {
         my $id = $t->id('slow');
         my $before = calls_for($t, $id);
+        my $started = calls_started($t);
         my ($leader, $follower, $h2c, $ls, $fs);
 
         if ($proto eq 'HTTP/1') {
@@ -158,6 +167,8 @@ CONF
         sleep 1;
         is(calls_for($t, $id) - $before, 1,
            "$proto: a follower that left makes no call of its own");
+        ok($t->eventually(sub { calls_started($t) - $started == 1 }),
+           "$proto: ... nor starts one");
         $h2c->close if $h2c;
     }
 
@@ -205,7 +216,8 @@ for my $proto ('HTTP/1', 'HTTP/2') {
     $t->start_mock;
 
     my $conf = $t->selfie_conf(
-        http => 'unico_selfie_budget 1r/s burst=1 wait=5s;');
+        http => 'unico_selfie_budget 1r/s burst=1 wait=5s;',
+        server => 'location = /metrics { unico_selfie_metrics; }');
     my $h2 = H2Client->listen_directives($t->{nginx}, $h2port);
     $conf =~ s/(listen\s+127\.0\.0\.1:%%PORT%%;)/$1\n        $h2/;
     $t->start_nginx($conf);
@@ -233,6 +245,8 @@ for my $proto ('HTTP/1', 'HTTP/2') {
     is($r->{status}, 200, "$proto budget: the next request is served");
     is(calls_for($t, $b), 0, "$proto budget: the waiter that left made no call");
     is($t->selfie_calls, 2, "$proto budget: two calls in all");
+    ok($t->eventually(sub { calls_started($t) == 2 }),
+       "$proto budget: two calls started in all");
     ok(access_lines($t, qr/^499 client_closed/) == 1,
        "$proto budget: the waiter is logged as client_closed");
 
@@ -361,6 +375,8 @@ for my $proto ('HTTP/1', 'HTTP/2') {
     sleep 0.5;
     is(calls_for($t, $b), 0, "$proto: the poller that left made no call");
     is($t->token_calls, 1, "$proto: one token request");
+    ok($t->eventually(sub { calls_started($t) == 1 }),
+       "$proto: the poller started no call");
     ok($t->eventually(sub { access_lines($t, qr/^499 client_closed/) == 1 }),
        "$proto: the poller is logged as client_closed");
 

@@ -139,6 +139,7 @@ my %SCENARIO_KEY = map { $_ => 1 } qw(
 
 my %CONTROL_KEY = map { $_ => 1 } qw(
     token_mode token_ttl token_delay expires_in_string revoke_tokens reset
+    x_accel_redirect
 );
 
 
@@ -810,6 +811,12 @@ sub response_head {
                        $REASON{$status} // 'Unknown';
     $head .= "Date: " . http_date() . "\r\nServer: unico-mock\r\n";
     $head .= "$_->[0]: $_->[1]\r\n" for @$headers;
+
+    # a misbehaving proxy in front of Unico: an internal redirect for nginx
+    my $accel = ($req->{path} // '') =~ m{^/__mock} ? ''
+                : control_settings()->{x_accel_redirect};
+    $head .= "X-Accel-Redirect: $accel\r\n" if length $accel;
+
     $head .= "Connection: keep-alive\r\n"
         if ($req->{version} // '') eq '1.0' && $req->{keep_alive}
            && !grep { lc $_->[0] eq 'connection' } @$headers;
@@ -1220,6 +1227,7 @@ sub control_defaults {
         token_mode        => 'ok',
         token_ttl         => 0 + $O{'token-ttl'},
         token_delay       => 0,
+        x_accel_redirect  => '',
         expires_in_string => $O{'expires-in-string'} ? JSON::PP::true
                                                      : JSON::PP::false,
     };
@@ -1247,12 +1255,16 @@ sub control_change {
     return 'token_delay: a number >= 0'
         if exists $ch->{token_delay}
            && ($ch->{token_delay} // '') !~ /\A\d+(?:\.\d+)?\z/;
+    return 'x_accel_redirect: a path or ""'
+        if exists $ch->{x_accel_redirect}
+           && ($ch->{x_accel_redirect} // '') !~ m{\A(?:/[\w/.-]*)?\z};
 
     reset_state() if $ch->{reset};
     revoke_tokens() if $ch->{revoke_tokens};
 
     my %set = map { exists $ch->{$_} ? ($_ => $ch->{$_}) : () }
-              qw(token_mode token_ttl token_delay expires_in_string);
+              qw(token_mode token_ttl token_delay expires_in_string
+                 x_accel_redirect);
     $set{$_} += 0 for grep { /ttl|delay/ } keys %set;
     $set{expires_in_string} = $set{expires_in_string} ? JSON::PP::true
                                                       : JSON::PP::false
