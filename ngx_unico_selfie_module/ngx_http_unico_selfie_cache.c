@@ -785,7 +785,6 @@ ngx_http_unico_selfie_cache_metrics(ngx_cycle_t *cycle, u_char *p)
             }
 
             ngx_shmtx_lock(&cache->shpool->mutex);
-            ngx_http_unico_selfie_cache_purge(cache, ngx_time());
             sh = *cache->sh;
             ngx_shmtx_unlock(&cache->shpool->mutex);
 
