@@ -161,6 +161,7 @@ struct ngx_http_unico_selfie_ctx_s {
     unsigned                   budget_waiting:1;
     unsigned                   cached:1;      /* served from the cache */
     unsigned                   key_set:1;
+    unsigned                   waited:1;      /* its client may have gone */
 };
 
 

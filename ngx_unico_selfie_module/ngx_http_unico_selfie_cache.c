@@ -718,8 +718,8 @@ ngx_http_unico_selfie_cache_sweep(ngx_event_t *ev)
 /* the cache's lines of the metrics page: its length, then the lines */
 
 #define NGX_HTTP_UNICO_CACHE_METRICS_LINE                                     \
-    (sizeof("unico_selfie_cache_evictions_total{zone=\"\",reason=\"expired\"} " \
-            "\n") + NGX_ATOMIC_T_LEN)
+    (sizeof("unico_selfie_cache_evictions_total{zone=\"\","                  \
+            "reason=\"expired\"} \n") + NGX_ATOMIC_T_LEN)
 
 static ngx_str_t  ngx_http_unico_selfie_cache_families[] = {
     ngx_string("# HELP unico_selfie_cache_entries Selfies held in the "

@@ -293,6 +293,7 @@ ngx_http_unico_selfie_handler(ngx_http_request_t *r)
          * takes no budget.
          */
 
+        ctx->waited = 1;
         r->read_event_handler = ngx_http_unico_selfie_wait_reading;
         r->main->count++;
         return NGX_DONE;
@@ -553,7 +554,7 @@ ngx_http_unico_selfie_start(ngx_http_request_t *r,
     ngx_http_post_subrequest_t        *ps;
     ngx_http_unico_selfie_loc_conf_t  *uslcf;
 
-    if (ngx_http_unico_selfie_client_gone(r)) {
+    if (ctx->waited && ngx_http_unico_selfie_client_gone(r)) {
         return ngx_http_unico_selfie_fail(r, ctx,
                                           NGX_HTTP_UNICO_CLIENT_CLOSED);
     }

@@ -384,6 +384,7 @@ ngx_http_unico_selfie_metrics_handler(ngx_http_request_t *r)
     ngx_buf_t                        *b;
     ngx_uint_t                        i;
     ngx_chain_t                       out;
+    ngx_cycle_t                      *cycle;
     ngx_atomic_uint_t                 n, total;
     const ngx_str_t                  *name;
     ngx_http_unico_selfie_metrics_t  *m;
@@ -428,7 +429,9 @@ ngx_http_unico_selfie_metrics_handler(ngx_http_request_t *r)
     len += 3 * (sizeof("unico_selfie_upstream_seconds_count ") + 1
                 + 2 * NGX_ATOMIC_T_LEN);
 
-    len += ngx_http_unico_selfie_cache_metrics_len((ngx_cycle_t *) ngx_cycle);
+    cycle = (ngx_cycle_t *) ngx_cycle;
+
+    len += ngx_http_unico_selfie_cache_metrics_len(cycle);
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -517,7 +520,7 @@ ngx_http_unico_selfie_metrics_handler(ngx_http_request_t *r)
                     "unico_selfie_bytes_served_total %uA\n",
                     (ngx_atomic_uint_t) m->bytes);
 
-    p = ngx_http_unico_selfie_cache_metrics((ngx_cycle_t *) ngx_cycle, p);
+    p = ngx_http_unico_selfie_cache_metrics(cycle, p);
 
     b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;

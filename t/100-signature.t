@@ -197,7 +197,13 @@ for my $k ($key_a, $key_b, $key_c) {
 # rotation by reload: only key C now
 
 $t->write_file('keys', "$key_c\n");
+my @old_workers = $t->worker_pids;
 kill 'HUP', $t->{pids}{nginx};
+
+# until the old worker has exited, it may still accept a connection with
+# the old keys (nginx starts the new workers before it stops the old ones)
+ok($t->eventually(sub { !grep { kill 0, $_ } @old_workers }, 10),
+   'the reload replaced the worker');
 
 my $deadline = time + 10;
 my $rotated = 0;
@@ -209,7 +215,7 @@ while (time < $deadline) {
 
 ok($rotated, 'after a reload with a new key file, key A is refused');
 $r = $t->get($t->signed_path($key_c, $id, $exp));
-is($r->{status}, 200, '... and key C accepted');
+is($r->{status}, 200, '... and key C accepted') or diag($r->{raw} =~ s/\r\n\r\n.*//sr);
 
 $t->check_logs;
 

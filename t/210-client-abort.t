@@ -384,4 +384,41 @@ for my $proto ('HTTP/1', 'HTTP/2') {
 }
 
 
+# --- log_subrequest on: the calls to Unico are logged, never counted ---
+
+{
+    my $t = UnicoTest->new;
+    $t->start_mock;
+    $t->start_nginx($t->selfie_conf(server => <<'CONF'));
+        log_subrequest  on;
+
+        location = /metrics {
+            unico_selfie_metrics;
+        }
+CONF
+
+    my $slow = $t->id('slow');
+    my $s = h1_open($t, "/selfies/$slow");
+    sleep 0.5;
+    close $s;
+
+    is($t->get('/selfies/' . $t->id('jpeg-small'))->{status}, 200,
+       'log_subrequest on: 200');
+
+    my $m;
+    ok($t->eventually(sub {
+           $m = $t->metrics;
+           ($m->{'unico_selfie_requests_total{status="499"}'} // 0) == 1 }),
+       'log_subrequest on: the client that left is counted once');
+    is($m->{'unico_selfie_requests_total{status="200"}'}, 1,
+       'log_subrequest on: the request served is counted once');
+    is($m->{'unico_selfie_upstream_seconds_count'}, 2,
+       'log_subrequest on: each call is timed once');
+    is($m->{'unico_selfie_failures_total{reason="upstream_error"}'}, 0,
+       'log_subrequest on: no upstream error');
+
+    $t->check_logs;
+}
+
+
 done_testing;
