@@ -31,20 +31,7 @@ system("openssl req -x509 -newkey rsa:2048 -nodes -keyout $dir/gw.key"
 
 # Unico's real host names on a certificate of the test CA: the emulator
 # plays them, and nginx verifies them as it would Unico's
-{
-    open my $ext, '>', "$dir/unico.ext" or die $!;
-    print $ext "subjectAltName = "
-               . join(', ', map { "DNS:$_" } @DocExamples::UNICO_HOSTS,
-                                             'localhost')
-               . "\nextendedKeyUsage = serverAuth\n";
-    close $ext;
-    system("openssl req -new -newkey rsa:2048 -nodes -keyout $dir/unico.key"
-           . " -subj /CN=api.idcloud.unico.app -out $dir/unico.csr"
-           . " 2>/dev/null && openssl x509 -req -in $dir/unico.csr"
-           . " -CA $certs/ca.pem -CAkey $certs/ca.key -set_serial 7"
-           . " -days 2 -extfile $dir/unico.ext -out $dir/unico.pem"
-           . " 2>/dev/null") == 0 or die 'unico cert failed';
-}
+DocExamples::unico_cert($dir, $certs);
 
 my %files = (
     ca     => -f '/etc/ssl/certs/ca-certificates.crt'
@@ -87,6 +74,9 @@ sub nginx_t {
     return ($rc, $out);
 }
 
+my ($nginx_version) = `$t->{nginx} -v 2>&1` =~ m{nginx/(\d+\.\d+\.\d+)};
+$nginx_version = DocExamples::version_number($nginx_version // '0.0.0');
+
 my (%seen, @partial);
 
 for my $b (@blocks) {
@@ -97,6 +87,13 @@ for my $b (@blocks) {
             or next;
         push @partial, "$name ($why)";
         next;
+    }
+
+    if (my $v = DocExamples::needs_version($b->{text})) {
+        if ($nginx_version < DocExamples::version_number($v)) {
+            push @partial, "$name (nginx >= $v)";
+            next;
+        }
     }
 
     if (DocExamples::complete($b->{text})) {

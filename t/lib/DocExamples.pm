@@ -7,8 +7,8 @@ package DocExamples;
 #
 # The convention (docs/testing.md, "Examples in the docs"):
 #
-# - A block that begins with `load_module` or has `events` is a complete
-#   nginx.conf and must pass as it is.
+# - A block that has `events`, or begins with `load_module` and has `http`,
+#   is a complete nginx.conf and must pass as it is.
 # - Any other block is a fragment: it must pass inside the smallest of these
 #   wrappers: the main level (load_module + events {}), http {}, server {}
 #   in http {}, location / {} in server {}.
@@ -16,6 +16,9 @@ package DocExamples;
 #   only the reader has) says so on a comment line of its own:
 #       # doc-test: partial: <why>
 #   It is listed, not run; the reason must not be empty.
+# - A block for newer nginx versions only says so the same way:
+#       # doc-test: nginx >= 1.27.3
+#   It runs where the nginx under test is that version or later.
 #
 # Unico's hosts are declared as upstreams of their own names (the test
 # machine resolves no public name, and nginx -t resolves every proxy_pass
@@ -94,8 +97,25 @@ sub partial {
 
 sub complete {
     my ($text) = @_;
-    return $text =~ /\A(?:\s*#[^\n]*\n|\s*\n)*\s*load_module\b/
+    return ($text =~ /\A(?:\s*#[^\n]*\n|\s*\n)*\s*load_module\b/
+            && $text =~ /^\s*http\s*\{/m)
            || $text =~ /^\s*events\s*\{/m;
+}
+
+
+# "# doc-test: nginx >= 1.27.3": the version the block needs, or undef.
+sub needs_version {
+    my ($text) = @_;
+    return $text =~ /^\s*#\s*doc-test:\s*nginx\s*>=\s*(\d+\.\d+\.\d+)/m
+           ? $1 : undef;
+}
+
+
+# 1.27.3 -> 1027003, as nginx_version
+sub version_number {
+    my ($v) = @_;
+    my ($a, $b, $c) = split /\./, $v;
+    return $a * 1000000 + $b * 1000 + $c;
 }
 
 
@@ -104,8 +124,10 @@ sub wrappings {
     my ($text) = @_;
     my $mod = $MODULE_LINE;
 
+    my $main = $text =~ /^\s*\Q$mod\E/m ? '' : "$mod\n";
+
     return (
-        [ main     => "$mod\nevents {}\n$text" ],
+        [ main     => "$main$text\nevents {}\n" ],
         [ http     => "$mod\nevents {}\nhttp {\n$text\n}\n" ],
         [ server   => "$mod\nevents {}\nhttp {\nserver {\n$text\n}\n}\n" ],
         [ location => "$mod\nevents {}\nhttp {\nserver {\nlocation / {\n"
@@ -203,6 +225,26 @@ sub make_file {
     }
 
     make_path(dirname($dest));
+}
+
+
+# A certificate for Unico's host names (and localhost), signed by the test
+# CA in $certs: the emulator plays Unico under its real names with it, and
+# nginx verifies it as it would Unico's.  ($dir/unico.pem, $dir/unico.key)
+sub unico_cert {
+    my ($dir, $certs) = @_;
+    open my $ext, '>', "$dir/unico.ext" or croak $!;
+    print $ext "subjectAltName = "
+               . join(', ', map { "DNS:$_" } @UNICO_HOSTS, 'localhost')
+               . "\nextendedKeyUsage = serverAuth\n";
+    close $ext;
+    system("openssl req -new -newkey rsa:2048 -nodes -keyout $dir/unico.key"
+           . " -subj /CN=api.idcloud.unico.app -out $dir/unico.csr"
+           . " 2>/dev/null && openssl x509 -req -in $dir/unico.csr"
+           . " -CA $certs/ca.pem -CAkey $certs/ca.key -set_serial 7"
+           . " -days 2 -extfile $dir/unico.ext -out $dir/unico.pem"
+           . " 2>/dev/null") == 0 or croak 'unico cert failed';
+    return ("$dir/unico.pem", "$dir/unico.key");
 }
 
 
