@@ -37,6 +37,10 @@ use Carp qw(croak);
 use File::Basename qw(dirname);
 use File::Copy qw(copy);
 use File::Path qw(make_path);
+use UnicoTest ();
+
+# the key materialise() writes for unico_selfie_signature_keys
+our $SIGNING_KEY = '0LZ2kxv8YwH7bJcZ7q3Wn5rX1mC9aE4tUoPdRfGhIjk=';
 
 our $MODULE_LINE = 'load_module modules/ngx_http_unico_selfie_module.so;';
 
@@ -156,7 +160,8 @@ sub offline {
 # of the prefix) and makes the files they name.  $files: { ca, cert, key,
 # sa_key } to copy from.
 sub materialise {
-    my ($conf, $root, $files) = @_;
+    my ($conf, $root, $files, %o) = @_;
+    my $shm = $o{shm} // "$root/dev/shm";
 
     my $out = '';
 
@@ -164,9 +169,9 @@ sub materialise {
         my ($directive) = $line =~ /^\s*(\w+)/;
         $directive //= '';
 
-        $line =~ s{(?<=[\s=])(/(?:etc|var|srv|opt|run|home|data)/[^\s;"']*)}{
+        $line =~ s{(?<=[\s=])(/(?:etc|var|srv|opt|run|home|data|dev/shm)/[^\s;"']*)}{
             my $path = $1;
-            my $dest = "$root$path";
+            my $dest = $path =~ m{^/dev/shm(/.*)} ? "$shm$1" : "$root$path";
             make_file($directive, $dest, $files);
             $dest;
         }ge;
@@ -212,7 +217,7 @@ sub make_file {
     if ($directive eq 'unico_selfie_signature_keys') {
         open my $fh, '>', $dest or croak "$dest: $!";
         print $fh "# made by t/190-doc-examples.t\n"
-                  . "0LZ2kxv8YwH7bJcZ7q3Wn5rX1mC9aE4tUoPdRfGhIjk=\n";
+                  . "$SIGNING_KEY\n";
         close $fh;
         chmod 0600, $dest;
         return;
@@ -245,6 +250,140 @@ sub unico_cert {
            . " -days 2 -extfile $dir/unico.ext -out $dir/unico.pem"
            . " 2>/dev/null") == 0 or croak 'unico cert failed';
     return ("$dir/unico.pem", "$dir/unico.key");
+}
+
+
+# A prefix for one configuration: conf/ with the shipped includes,
+# modules/ with this module and Debian's.
+sub prefix {
+    my ($t, $p) = @_;
+    File::Path::make_path("$p/conf", "$p/logs", "$p/modules", "$p/root");
+    my $repo = $t->repo;
+    for my $f (glob "$repo/conf/*.conf") {
+        copy($f, "$p/conf/") or croak "copy $f: $!";
+    }
+    symlink $t->{module}, "$p/modules/ngx_http_unico_selfie_module.so"
+        or croak "symlink: $!";
+    for my $so (glob '/usr/lib/nginx/modules/*.so') {
+        (my $base = $so) =~ s{.*/}{};
+        symlink $so, "$p/modules/$base";
+    }
+    return $p;
+}
+
+
+# Starts a complete configuration of the docs against the emulator (running
+# on $t->mock_port with unico_cert()): the same text, with each port it
+# listens on moved to a free one (also where it names 127.0.0.1:<port>),
+# Unico's hosts declared as upstreams that point at the emulator, the CA
+# bundle the test CA, and its files made in the prefix.  Returns
+# { prefix, ports => { old => new }, conf }.
+sub start {
+    my ($t, $text, $p, %o) = @_;
+    prefix($t, $p) unless -d "$p/conf";
+    my $conf = $text;
+    my %ports;
+
+    while ($conf =~ /^\s*listen\s+(?:127\.0\.0\.1:)?(\d+)\b/mg) {
+        $ports{$1} //= UnicoTest::free_port();
+    }
+    for my $old (keys %ports) {
+        $conf =~ s/^(\s*listen\s+)(?:127\.0\.0\.1:)?$old\b/${1}127.0.0.1:$ports{$old}/mg;
+        $conf =~ s/\b127\.0\.0\.1:$old\b/127.0.0.1:$ports{$old}/g;
+    }
+
+    my @hosts = grep { $conf =~ m{proxy_pass\s+https://\Q$_\E/} } @UNICO_HOSTS;
+    my $up = join '', map { "    upstream $_ { server 127.0.0.1:"
+                            . $t->mock_port . "; }\n" } @hosts;
+    $conf =~ s/^http \{\n/http {\n$up    access_log $p\/logs\/access.log;\n/m
+        or croak 'no http block';
+
+    $conf = materialise($conf, "$p/root",
+                        { %{ $o{files} }, ca => $t->certs . '/ca.pem' },
+                        %o);
+
+    open my $fh, '>', "$p/conf/nginx.conf" or croak $!;
+    print $fh $conf;
+    close $fh;
+
+    $t->spawn('nginx', $t->dir . '/logs/nginx.out', $t->{nginx}, '-p', "$p/",
+              '-c', "$p/conf/nginx.conf", '-e', $t->dir . '/logs/error.log',
+              '-g', "daemon off; pid $p/nginx.pid;");
+    $t->wait_port($_, 'nginx') for values %ports;
+    $t->{port} = (values %ports)[0] if keys %ports == 1;
+
+    return { prefix => $p, ports => \%ports, conf => $conf };
+}
+
+
+# The emulator with Unico's names on its certificate.
+sub start_mock {
+    my ($t, @args) = @_;
+    my $dir = $t->dir;
+    my ($cert, $key) = -f "$dir/unico.pem" ? ("$dir/unico.pem", "$dir/unico.key")
+                                           : unico_cert($dir, $t->certs);
+    $t->{mock_port} = UnicoTest::free_port();
+    $t->spawn('mock', "$dir/logs/mock.out", $^X, $t->repo . '/t/mock/unico.pl',
+              '--listen', '127.0.0.1:' . $t->mock_port,
+              '--cert', $cert, '--key', $key,
+              '--log', "$dir/logs/mock.log", '--state', "$dir/state", @args);
+    $t->wait_port($t->mock_port, 'mock');
+    return $t->mock_port;
+}
+
+
+# Files for materialise(): a gateway certificate and the test keys.
+sub files {
+    my ($t) = @_;
+    my $dir = $t->dir;
+    unless (-f "$dir/gw.pem") {
+        system("openssl req -x509 -newkey rsa:2048 -nodes -keyout $dir/gw.key"
+               . " -out $dir/gw.pem -days 2 -subj /CN=img.example.com -addext"
+               . " subjectAltName=DNS:img.example.com,DNS:localhost,IP:127.0.0.1"
+               . " 2>/dev/null") == 0 or croak 'openssl req failed';
+    }
+    return {
+        ca     => $t->certs . '/ca.pem',
+        cert   => "$dir/gw.pem",
+        key    => "$dir/gw.key",
+        sa_key => $t->certs . '/sa.key',
+    };
+}
+
+
+# The block of $file under a heading that matches $re.
+sub block {
+    my ($repo, $file, $re) = @_;
+    my ($b) = grep { $_->{file} eq $file && $_->{heading} =~ $re }
+              blocks($repo);
+    return $b;
+}
+
+
+# (width, height, type) of a JPEG or PNG, from its bytes; () otherwise.
+sub image_size {
+    my ($b) = @_;
+    return () unless defined $b && length $b > 24;
+
+    if (substr($b, 0, 8) eq "\x89PNG\r\n\x1a\n") {
+        my ($w, $h) = unpack 'NN', substr($b, 16, 8);
+        return ($w, $h, 'png');
+    }
+
+    return () unless substr($b, 0, 2) eq "\xff\xd8";
+    my $i = 2;
+    while ($i + 9 < length $b) {
+        my ($ff, $m, $len) = unpack 'CCn', substr($b, $i, 4);
+        return () unless $ff == 0xff;
+        if ($m >= 0xc0 && $m <= 0xcf && $m != 0xc4 && $m != 0xc8
+            && $m != 0xcc)
+        {
+            my ($h, $w) = unpack 'nn', substr($b, $i + 5, 4);
+            return ($w, $h, 'jpeg');
+        }
+        $i += 2 + $len;
+    }
+    return ();
 }
 
 
