@@ -96,6 +96,11 @@ for my $b (@blocks) {
         }
     }
 
+    if (my @bad = DocExamples::foreign_modules($t, $b->{text})) {
+        push @partial, "$name ($bad[0][0] does not load in this nginx: $bad[0][1])";
+        next;
+    }
+
     if (DocExamples::complete($b->{text})) {
         my ($rc, $out) = nginx_t(prefix(), $b->{text});
         is($rc, 0, "$name: nginx -t on the complete configuration")

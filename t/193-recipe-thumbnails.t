@@ -23,8 +23,13 @@ plan skip_all => 'the sanitizer build of nginx loads no Debian module'
 
 my $t = UnicoTest->new;
 my $repo = $t->repo;
-my $b = DocExamples::block($repo, 'docs/deployment.md', qr/^Thumbnails/);
-ok($b, 'the thumbnails recipe') or BAIL_OUT('no block');
+my $b = DocExamples::block($repo, 'docs/deployment.md', qr/^Thumbnails/)
+    or BAIL_OUT('no thumbnails block in docs/deployment.md');
+if (my @bad = DocExamples::foreign_modules($t, $b->{text})) {
+    plan skip_all => "Debian's $bad[0][0] does not load in the nginx under "
+                     . "test ($bad[0][1])";
+}
+ok($b, 'the thumbnails recipe');
 
 DocExamples::start_mock($t, '--token', 'YOUR_UNICO_ACCESS_TOKEN');
 DocExamples::start($t, $b->{text}, $t->dir . '/recipe',

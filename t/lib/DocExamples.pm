@@ -37,6 +37,7 @@ use Carp qw(croak);
 use File::Basename qw(dirname);
 use File::Copy qw(copy);
 use File::Path qw(make_path);
+use File::Temp ();
 use UnicoTest ();
 
 # the key materialise() writes for unico_selfie_signature_keys
@@ -384,6 +385,29 @@ sub image_size {
         $i += 2 + $len;
     }
     return ();
+}
+
+
+# The Debian modules a block loads besides this one that the nginx under
+# test cannot load (built for another nginx): [name, why], or ().
+my %loads;
+sub foreign_modules {
+    my ($t, $text) = @_;
+    my @bad;
+    while ($text =~ /^\s*load_module\s+modules\/(\S+\.so)\s*;/mg) {
+        my $so = $1;
+        next if $so eq 'ngx_http_unico_selfie_module.so';
+        $loads{$so} //= do {
+            my $d = File::Temp::tempdir(CLEANUP => 1);
+            open my $fh, '>', "$d/t.conf" or croak $!;
+            print $fh "load_module /usr/lib/nginx/modules/$so;\nevents {}\n";
+            close $fh;
+            my $out = `$t->{nginx} -t -p $d/ -c $d/t.conf -e $d/e.log 2>&1`;
+            $? ? ($out =~ /(\[emerg\].*)/ ? $1 : $out) : '';
+        };
+        push @bad, [$so, $loads{$so}] if $loads{$so} ne '';
+    }
+    return @bad;
 }
 
 
