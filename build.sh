@@ -163,9 +163,13 @@ cmd_run() {
 
     stop_demo() {
         trap - INT TERM EXIT
-        [ -n "$DEMO_NGINX_PID" ] && kill -QUIT "$DEMO_NGINX_PID" 2>/dev/null
-        [ -n "$DEMO_MOCK_PID" ] && kill -TERM "$DEMO_MOCK_PID" 2>/dev/null
-        wait 2>/dev/null
+        # either may be gone already (Ctrl-C reaches them too): a failed
+        # kill must not end the handler under "set -e"
+        [ -z "$DEMO_NGINX_PID" ] || kill -QUIT "$DEMO_NGINX_PID" 2>/dev/null \
+            || true
+        [ -z "$DEMO_MOCK_PID" ] || kill -TERM "$DEMO_MOCK_PID" 2>/dev/null \
+            || true
+        wait 2>/dev/null || true
         DEMO_NGINX_PID="" DEMO_MOCK_PID=""
         log "demo stopped"
     }

@@ -24,25 +24,53 @@ my $port = UnicoTest::free_port();
 my $mock = UnicoTest::free_port();
 my $err = $t->dir . '/build-run.err';
 
-my $pid = fork // die "fork: $!";
-if ($pid == 0) {
-    setpgrp(0, 0);
-    open STDIN, '<', '/dev/null';
-    open STDOUT, '>', $t->dir . '/build-run.out';
-    open STDERR, '>', $err;
-    $ENV{UNICO_DEMO_PORT} = $port;
-    $ENV{UNICO_DEMO_MOCK_PORT} = $mock;
-    exec 'bash', "$repo/build.sh", 'run' or die "exec: $!";
+
+# build.sh run on free ports; returns its pid once it announced the demo
+sub start_demo {
+    my ($err) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        setpgrp(0, 0);
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>', $t->dir . '/build-run.out';
+        open STDERR, '>', $err;
+        $ENV{UNICO_DEMO_PORT} = $port;
+        $ENV{UNICO_DEMO_MOCK_PORT} = $mock;
+        exec 'bash', "$repo/build.sh", 'run' or die "exec: $!";
+    }
+
+    my $deadline = time + 120;
+    while (time < $deadline) {
+        return $pid if $t->slurp($err) =~ /demo on http:/;
+        last if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.02;
+    }
+    return $pid;
 }
 
-my $deadline = time + 120;
-my $announced = 0;
-while (time < $deadline) {
-    $announced = 1, last if $t->slurp($err) =~ /demo on http:/;
-    last if waitpid($pid, WNOHANG) == $pid;
-    sleep 0.02;
+sub ended {
+    my ($pid, $what) = @_;
+    my $end = time + 20;
+    while (time < $end) {
+        return 1 if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.05;
+    }
+    kill 'KILL', -$pid;
+    return 0;
 }
-ok($announced, 'build.sh run announces the demo') or diag($t->slurp($err));
+
+sub nothing_listens {
+    my ($what) = @_;
+    sleep 0.5;
+    for my $p ($port, $mock) {
+        ok(!IO::Socket::INET->new(PeerAddr => "127.0.0.1:$p", Timeout => 1),
+           "$what: nothing listens on $p any more");
+    }
+}
+
+my $pid = start_demo($err);
+like($t->slurp($err), qr/demo on http:/, 'build.sh run announces the demo')
+    or diag($t->slurp($err));
 
 # at once, as a person who reads the line and opens the page
 my @ids = qw(53060f52-f146-4c12-a234-5bb5031f6f5b
@@ -57,23 +85,23 @@ for my $id (@ids) {
 
 # Ctrl-C: SIGINT to the whole foreground process group
 kill 'INT', -$pid;
-my $end = time + 20;
-my $gone = 0;
-while (time < $end) {
-    $gone = 1, last if waitpid($pid, WNOHANG) == $pid;
-    sleep 0.05;
-}
-ok($gone, 'Ctrl-C ends build.sh run');
-kill 'KILL', -$pid unless $gone;
-
+ok(ended($pid), 'Ctrl-C ends build.sh run');
 my $stderr = $t->slurp($err);
 unlike($stderr, qr/unbound variable/, 'no "unbound variable" on Ctrl-C');
 like($stderr, qr/demo stopped/, 'the demo says it stopped') or diag($stderr);
+nothing_listens('after Ctrl-C');
 
-sleep 0.5;
-for my $p ($port, $mock) {
-    ok(!IO::Socket::INET->new(PeerAddr => "127.0.0.1:$p", Timeout => 1),
-       "nothing listens on $p any more");
-}
+# nginx ends by itself (here: TERM to its master): build.sh stops the
+# emulator too and says so, although nginx is already gone when its exit
+# handler runs
+my $err2 = $t->dir . '/build-run-2.err';
+$pid = start_demo($err2);
+my ($master) = $t->slurp("$repo/.build/demo/logs/nginx.pid") =~ /(\d+)/;
+ok($master && kill('TERM', $master), 'nginx is stopped from outside');
+ok(ended($pid), 'build.sh run ends with it');
+$stderr = $t->slurp($err2);
+like($stderr, qr/demo stopped/, 'the demo says it stopped') or diag($stderr);
+unlike($stderr, qr/unbound variable/, 'no "unbound variable"');
+nothing_listens('after nginx ended');
 
 done_testing;
