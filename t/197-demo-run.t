@@ -25,6 +25,8 @@ my $mock = UnicoTest::free_port();
 my $err = $t->dir . '/build-run.err';
 
 
+my @groups;
+
 # build.sh run on free ports; returns its pid once it announced the demo
 sub start_demo {
     my ($err) = @_;
@@ -38,6 +40,7 @@ sub start_demo {
         $ENV{UNICO_DEMO_MOCK_PORT} = $mock;
         exec 'bash', "$repo/build.sh", 'run' or die "exec: $!";
     }
+    push @groups, $pid;
 
     my $deadline = time + 120;
     while (time < $deadline) {
@@ -67,6 +70,9 @@ sub nothing_listens {
            "$what: nothing listens on $p any more");
     }
 }
+
+# whatever a failing run left behind (its own process group)
+END { kill 'KILL', -$_ for @groups }
 
 my $pid = start_demo($err);
 like($t->slurp($err), qr/demo on http:/, 'build.sh run announces the demo')
