@@ -31,7 +31,8 @@ die() { log "$*"; exit 1; }
 PACKAGES=(nginx nginx-dev gcc make libc6-dev libyajl-dev libssl-dev
           libpcre3-dev zlib1g-dev openssl curl perl
           libio-socket-ssl-perl libnet-ssleay-perl libcrypt-openssl-rsa-perl
-          libjson-pp-perl)
+          libjson-pp-perl libnet-dns-perl libnginx-mod-http-image-filter
+          prometheus chromium)
 
 ensure_packages() {
     local missing=() p
@@ -148,47 +149,80 @@ cmd_test() {
 
 
 # The demo: the Unico emulator on 127.0.0.1:8443, nginx with conf/demo.conf
-# on 127.0.0.1:8080, both in the foreground until Ctrl-C.
+# on 127.0.0.1:8080, both in the foreground until Ctrl-C.  UNICO_DEMO_PORT
+# and UNICO_DEMO_MOCK_PORT move them (t/196-demo-run.t uses free ports).
 cmd_run() {
-    local prefix="$BUILD/demo" mock_pid="" nginx_pid=""
+    local prefix="$BUILD/demo" port="${UNICO_DEMO_PORT:-8080}"
+    local mock_port="${UNICO_DEMO_MOCK_PORT:-8443}" i ready=""
+
+    # globals, not locals: the EXIT trap runs after cmd_run has returned,
+    # when its locals are gone ("set -u" then stopped the handler with
+    # "nginx_pid: unbound variable")
+    DEMO_NGINX_PID=""
+    DEMO_MOCK_PID=""
+
+    stop_demo() {
+        trap - INT TERM EXIT
+        # either may be gone already (Ctrl-C reaches them too): a failed
+        # kill must not end the handler under "set -e"
+        [ -z "$DEMO_NGINX_PID" ] || kill -QUIT "$DEMO_NGINX_PID" 2>/dev/null \
+            || true
+        [ -z "$DEMO_MOCK_PID" ] || kill -TERM "$DEMO_MOCK_PID" 2>/dev/null \
+            || true
+        wait 2>/dev/null || true
+        DEMO_NGINX_PID="" DEMO_MOCK_PID=""
+        log "demo stopped"
+    }
 
     build_module
 
     mkdir -p "$prefix/conf" "$prefix/logs" "$prefix/modules" "$prefix/state"
-    cp "$REPO"/conf/*.conf "$prefix/conf/"
+    cp "$REPO"/conf/*.conf "$REPO"/conf/demo-signature.keys "$prefix/conf/"
+    chmod 600 "$prefix/conf/demo-signature.keys"
+    sed -i -e "s/127\.0\.0\.1:8080/127.0.0.1:$port/" \
+           -e "s/127\.0\.0\.1:8443/127.0.0.1:$mock_port/" \
+           "$prefix/conf/demo.conf"
     ln -sf "$MODULE_SO" "$prefix/modules/"
     [ -f "$prefix/conf/certs/ca.pem" ] || bash "$REPO/t/mock/gen-certs.sh" \
         "$prefix/conf/certs"
 
-    stop_demo() {
-        trap - INT TERM EXIT
-        [ -n "$nginx_pid" ] && kill -QUIT "$nginx_pid" 2>/dev/null
-        [ -n "$mock_pid" ] && kill -TERM "$mock_pid" 2>/dev/null
-        wait 2>/dev/null
-        log "demo stopped"
-    }
-    trap stop_demo INT TERM EXIT
+    trap 'stop_demo; exit 130' INT TERM
+    trap stop_demo EXIT
 
-    perl "$REPO/t/mock/unico.pl" --listen 127.0.0.1:8443 \
+    perl "$REPO/t/mock/unico.pl" --listen "127.0.0.1:$mock_port" \
         --cert "$prefix/conf/certs/server.pem" \
         --key "$prefix/conf/certs/server.key" \
         --fixtures "$REPO/t/fixtures" --token demo-token \
         --state "$prefix/state" --log "$prefix/logs/unico-mock.log" &
-    mock_pid=$!
+    DEMO_MOCK_PID=$!
 
     nginx -p "$prefix" -c conf/demo.conf -e logs/error.log &
-    nginx_pid=$!
+    DEMO_NGINX_PID=$!
 
-    sleep 1
-    kill -0 "$nginx_pid" 2>/dev/null \
-        || die "nginx did not start: see $prefix/logs/error.log"
+    # announce the demo only once every part answers: a sample selfie
+    # through nginx comes back as an image, so the emulator answers too
+    for i in $(seq 1 300); do
+        kill -0 "$DEMO_NGINX_PID" 2>/dev/null \
+            || die "nginx did not start: see $prefix/logs/error.log"
+        kill -0 "$DEMO_MOCK_PID" 2>/dev/null \
+            || die "the Unico emulator did not start"
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+                "http://127.0.0.1:$port/selfies/53060f52-f146-4c12-a234-5bb5031f6f5b" \
+                2>/dev/null)" = 200 ]
+        then
+            ready=1
+            break
+        fi
+        sleep 0.1
+    done
+    [ -n "$ready" ] || die "the demo does not answer: see $prefix/logs/"
 
     cat >&2 <<MSG
-build.sh: demo on http://127.0.0.1:8080/ (Ctrl-C stops it), for example:
-    curl -o selfie.jpg http://127.0.0.1:8080/selfies/53060f52-f146-4c12-a234-5bb5031f6f5b
+build.sh: demo on http://127.0.0.1:$port/ (Ctrl-C stops it), for example:
+    curl -o selfie.jpg http://127.0.0.1:$port/selfies/53060f52-f146-4c12-a234-5bb5031f6f5b
 logs in $prefix/logs
 MSG
-    wait "$nginx_pid"
+    wait "$DEMO_NGINX_PID"
 }
 
 

@@ -25,9 +25,10 @@ symlink $t->certs, "$prefix/conf/certs" or die $!;
 symlink $t->{module}, "$prefix/modules/ngx_http_unico_selfie_module.so"
     or die $!;
 
-for my $f (glob "$repo/conf/*.conf") {
+for my $f (glob("$repo/conf/*.conf"), "$repo/conf/demo-signature.keys") {
     copy($f, "$prefix/conf/") or die $!;
 }
+chmod 0600, "$prefix/conf/demo-signature.keys";
 
 my $conf = $t->slurp("$prefix/conf/demo.conf");
 ok($conf =~ s/127\.0\.0\.1:8080/127.0.0.1:$port/g, 'demo listens on 8080');
@@ -69,6 +70,26 @@ for my $id (sort keys %statuses) {
 
 my $r = $t->get('/');
 like($r->{body}, qr/<img src="\/selfies\//, 'the demo page shows images');
+
+# the signed-URL flow the page shows: one URL that works, one expired
+my @signed = $r->{body} =~ m{<img id="(signed-\w+)"[^>]*\ssrc="([^"]+)"}g;
+my %signed = @signed;
+is(scalar keys %signed, 2, 'the demo page shows two signed images');
+(my $ok = $signed{'signed-ok'} // '') =~ s/&amp;/&/g;
+(my $old = $signed{'signed-expired'} // '') =~ s/&amp;/&/g;
+my $s = $t->get($ok);
+is($s->{status}, 200, 'the signed URL of the demo page: 200');
+is(sha256_hex($s->{body}), $t->fixture_sha256('selfie-720x960.jpg'),
+   'the signed URL: the image');
+is($t->get($old)->{status}, 403, 'the expired URL of the demo page: 403');
+like($t->access_log . $t->slurp("$prefix/logs/access.log"),
+     qr/signature_expired/, 'and it is logged as signature_expired');
+(my $unsigned = $ok) =~ s/\?.*//;
+is($t->get($unsigned)->{status}, 403, 'the signed location without a signature: 403');
+
+like($r->{body}, qr{<a href="/metrics">}, 'the demo page links to the metrics');
+like($t->get('/metrics')->{body}, qr/^unico_selfie_requests_total\{status="200"\} \d+/m,
+     'the metrics page answers');
 
 like($t->slurp("$prefix/logs/access.log"), qr/reason=ok unico=200/,
      'demo access log shows the reason and Unico status');
