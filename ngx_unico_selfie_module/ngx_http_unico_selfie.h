@@ -197,6 +197,11 @@ struct ngx_http_unico_selfie_ctx_s {
     ngx_event_t                token_ev;
     ngx_msec_t                 token_wait;
 
+    /* the cache stage: another worker's call for the same selfie, or the
+     * flight this request marked in the zone */
+    ngx_event_t                cache_ev;
+    ngx_http_unico_selfie_cache_t   *flight_cache;
+
     /* the budget stage */
     ngx_event_t                budget_ev;
     ngx_msec_t                 budget_wait;
@@ -222,6 +227,7 @@ struct ngx_http_unico_selfie_ctx_s {
     unsigned                   answered:1;    /* its leader answered */
     unsigned                   rejoin:1;      /* its leader ended early */
     unsigned                   cached:1;      /* served from the cache */
+    unsigned                   cache_waiting:1;
 };
 
 
@@ -285,6 +291,8 @@ ngx_int_t ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
 void ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_cache_flight_end(ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_cache_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
 size_t ngx_http_unico_selfie_cache_metrics_len(ngx_cycle_t *cycle);
 u_char *ngx_http_unico_selfie_cache_metrics(ngx_cycle_t *cycle, u_char *p);
 

@@ -5,6 +5,13 @@
  * The cache stage: optional, decoded selfies in a shared-memory zone, with
  * a TTL and a size bound, least recently used evicted first, expired ones
  * wiped within about a second whether asked for or not.
+ *
+ * The zone also coalesces across workers: the first request to miss a
+ * selfie marks a flight for it in the zone; a request of another worker
+ * that misses it meanwhile waits (polling the zone, without blocking its
+ * worker) for the image to be stored, or for the failure the flight ended
+ * with, instead of calling Unico too.  Within a worker, the coalescing
+ * stage does the same without the zone.
  */
 
 
@@ -16,6 +23,10 @@
 
 
 #define NGX_HTTP_UNICO_CACHE_SWEEP  1000        /* ms */
+#define NGX_HTTP_UNICO_FLIGHT_POLL  20          /* ms */
+#define NGX_HTTP_UNICO_FLIGHT_MAX   60000       /* ms a flight is waited for */
+#define NGX_HTTP_UNICO_FLIGHT_FAIL  1000        /* ms a failure is shared */
+#define NGX_HTTP_UNICO_RETRY_AFTER  32
 
 
 typedef struct {
@@ -30,11 +41,29 @@ typedef struct {
 } ngx_http_unico_selfie_entry_t;
 
 
+/* a call to Unico in flight in some worker, or the failure it ended with */
+
+typedef struct {
+    ngx_str_node_t             sn;
+    ngx_pid_t                  pid;           /* the worker that calls */
+    ngx_msec_t                 expires;
+    ngx_uint_t                 failed;        /* ended: outcome and status */
+    ngx_uint_t                 outcome;
+    ngx_uint_t                 status;
+    size_t                     retry_after_len;
+    u_char                     retry_after[NGX_HTTP_UNICO_RETRY_AFTER];
+    u_char                     key[UNICO_SELFIE_KEY_LEN];
+} ngx_http_unico_selfie_flight_t;
+
+
 typedef struct {
     ngx_rbtree_t               rbtree;
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                queue;
     ngx_queue_t                expiry;
+
+    ngx_rbtree_t               flights;
+    ngx_rbtree_node_t          flights_sentinel;
 
     /* for the metrics page, under the zone's mutex */
     ngx_uint_t                 entries;
@@ -70,6 +99,12 @@ static void ngx_http_unico_selfie_cache_purge(
 static ngx_http_unico_selfie_cache_t *ngx_http_unico_selfie_cache_next(
     ngx_cycle_t *cycle, ngx_list_part_t **part, ngx_uint_t *i);
 static void ngx_http_unico_selfie_cache_sweep(ngx_event_t *ev);
+static ngx_int_t ngx_http_unico_selfie_cache_flight(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_cache_t *cache,
+    ngx_str_t *key, uint32_t hash);
+static void ngx_http_unico_selfie_cache_flight_wake(ngx_event_t *ev);
+static void ngx_http_unico_selfie_cache_flight_remove(
+    ngx_http_unico_selfie_cache_t *cache, ngx_http_unico_selfie_flight_t *fl);
 
 
 /* unico_selfie_cache_zone <name>:<size> [ttl=<time>]; */
@@ -267,6 +302,8 @@ ngx_http_unico_selfie_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&cache->sh->queue);
     ngx_queue_init(&cache->sh->expiry);
+    ngx_rbtree_init(&cache->sh->flights, &cache->sh->flights_sentinel,
+                    ngx_str_rbtree_insert_value);
 
     len = sizeof(" in unico_selfie_cache_zone \"\"") + shm_zone->shm.name.len;
 
@@ -286,8 +323,10 @@ ngx_http_unico_selfie_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * The cache stage: NGX_DONE, a hit, copied into the request's pool;
- * NGX_OK, a miss (or no cache): the request goes on.
+ * The cache stage: NGX_DONE, a hit, copied into the request's pool, or the
+ * failure another worker's call for it just ended with; NGX_AGAIN, another
+ * worker is calling for it; NGX_OK, a miss (or no cache): the request goes
+ * on, and its worker calls.
  */
 
 ngx_int_t
@@ -295,6 +334,7 @@ ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx)
 {
     u_char                            *p;
+    ngx_int_t                          rc;
     uint32_t                           hash;
     ngx_str_t                          key;
     ngx_str_node_t                    *sn;
@@ -320,10 +360,26 @@ ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
     sn = ngx_str_rbtree_lookup(&cache->sh->rbtree, &key, hash);
 
     if (sn == NULL) {
-        cache->sh->misses++;
+        if (!ctx->cache_waiting) {
+            cache->sh->misses++;
+        }
+
+        rc = ngx_http_unico_selfie_cache_flight(r, ctx, cache, &key, hash);
+
         ngx_shmtx_unlock(&cache->shpool->mutex);
-        return NGX_OK;
+
+        if (rc == NGX_AGAIN) {
+            ctx->cache_ev.handler = ngx_http_unico_selfie_cache_flight_wake;
+            ctx->cache_ev.data = r;
+            ctx->cache_ev.log = r->connection->log;
+
+            ngx_add_timer(&ctx->cache_ev, NGX_HTTP_UNICO_FLIGHT_POLL);
+        }
+
+        return rc;
     }
+
+    ctx->cache_waiting = 0;
 
     e = (ngx_http_unico_selfie_entry_t *) sn;
 
@@ -352,6 +408,185 @@ ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
     ctx->outcome = NGX_HTTP_UNICO_OK;
 
     return NGX_DONE;
+}
+
+
+/*
+ * On a miss, the zone is locked: NGX_OK, this worker calls (a flight is
+ * marked, or already its own); NGX_AGAIN, another worker's call is in
+ * flight; NGX_DONE, that call just failed and its failure is the answer.
+ */
+
+static ngx_int_t
+ngx_http_unico_selfie_cache_flight(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_cache_t *cache,
+    ngx_str_t *key, uint32_t hash)
+{
+    u_char                          *p;
+    ngx_msec_t                       now;
+    ngx_str_node_t                  *sn;
+    ngx_http_unico_selfie_flight_t  *fl;
+
+    now = ngx_current_msec;
+
+    sn = ngx_str_rbtree_lookup(&cache->sh->flights, key, hash);
+    fl = (ngx_http_unico_selfie_flight_t *) sn;
+
+    if (fl && (ngx_msec_int_t) (fl->expires - now) <= 0) {
+        /* a call that outlived any wait, or a failure no longer shared */
+        ngx_http_unico_selfie_cache_flight_remove(cache, fl);
+        fl = NULL;
+    }
+
+    if (fl == NULL) {
+        ctx->cache_waiting = 0;
+
+        fl = ngx_slab_calloc_locked(cache->shpool,
+                                    sizeof(ngx_http_unico_selfie_flight_t));
+        if (fl == NULL) {
+            /* no room: this worker calls without telling the others */
+            return NGX_OK;
+        }
+
+        ngx_memcpy(fl->key, key->data, key->len);
+
+        fl->sn.node.key = hash;
+        fl->sn.str.data = fl->key;
+        fl->sn.str.len = key->len;
+        fl->pid = ngx_pid;
+        fl->expires = now + NGX_HTTP_UNICO_FLIGHT_MAX;
+
+        ngx_rbtree_insert(&cache->sh->flights, &fl->sn.node);
+
+        ctx->flight_cache = cache;
+
+        return NGX_OK;
+    }
+
+    if (fl->failed) {
+        ctx->cache_waiting = 0;
+        ctx->outcome = fl->outcome;
+        ctx->status = fl->status;
+
+        if (fl->retry_after_len) {
+            p = ngx_pnalloc(r->pool, fl->retry_after_len);
+            if (p) {
+                ngx_memcpy(p, fl->retry_after, fl->retry_after_len);
+                ctx->retry_after.data = p;
+                ctx->retry_after.len = fl->retry_after_len;
+            }
+        }
+
+        return NGX_DONE;
+    }
+
+    if (fl->pid == ngx_pid) {
+        /* this worker's call: the coalescing stage joins it */
+        ctx->cache_waiting = 0;
+        return NGX_OK;
+    }
+
+    ctx->cache_waiting = 1;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_unico_selfie_cache_flight_wake(ngx_event_t *ev)
+{
+    ngx_http_request_t           *r;
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    r = ev->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+
+    ngx_http_unico_selfie_wake(r, ctx);
+}
+
+
+/*
+ * The end of the flight this request marked: its image is in the zone now
+ * (or could not be stored), or the failure it ended with is the answer of
+ * the other workers' requests waiting for it, for a second.  A request
+ * that ended within the gateway (its client left, an internal error) lets
+ * them call themselves.
+ */
+
+void
+ngx_http_unico_selfie_cache_flight_end(ngx_http_unico_selfie_ctx_t *ctx)
+{
+    uint32_t                         hash;
+    ngx_str_t                        key;
+    ngx_str_node_t                  *sn;
+    ngx_http_unico_selfie_cache_t   *cache;
+    ngx_http_unico_selfie_flight_t  *fl;
+
+    cache = ctx->flight_cache;
+
+    if (cache == NULL) {
+        return;
+    }
+
+    ctx->flight_cache = NULL;
+
+    key.data = ctx->key;
+    key.len = UNICO_SELFIE_KEY_LEN;
+    hash = ngx_crc32_short(key.data, key.len);
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    sn = ngx_str_rbtree_lookup(&cache->sh->flights, &key, hash);
+    fl = (ngx_http_unico_selfie_flight_t *) sn;
+
+    if (fl == NULL || fl->pid != ngx_pid || fl->failed) {
+        ngx_shmtx_unlock(&cache->shpool->mutex);
+        return;
+    }
+
+    if (ctx->outcome == NGX_HTTP_UNICO_OK
+        || ctx->outcome == NGX_HTTP_UNICO_CLIENT_CLOSED
+        || ctx->outcome == NGX_HTTP_UNICO_INTERNAL)
+    {
+        ngx_http_unico_selfie_cache_flight_remove(cache, fl);
+        ngx_shmtx_unlock(&cache->shpool->mutex);
+        return;
+    }
+
+    fl->failed = 1;
+    fl->outcome = ctx->outcome;
+    fl->status = ctx->status;
+    fl->expires = ngx_current_msec + NGX_HTTP_UNICO_FLIGHT_FAIL;
+    fl->retry_after_len = ngx_min(ctx->retry_after.len,
+                                  NGX_HTTP_UNICO_RETRY_AFTER);
+    ngx_memcpy(fl->retry_after, ctx->retry_after.data, fl->retry_after_len);
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+}
+
+
+static void
+ngx_http_unico_selfie_cache_flight_remove(ngx_http_unico_selfie_cache_t *cache,
+    ngx_http_unico_selfie_flight_t *fl)
+{
+    ngx_rbtree_delete(&cache->sh->flights, &fl->sn.node);
+    ngx_slab_free_locked(cache->shpool, fl);
+}
+
+
+/* a request that ends early lets go of its wait and of its flight */
+
+void
+ngx_http_unico_selfie_cache_cleanup(ngx_http_unico_selfie_ctx_t *ctx)
+{
+    if (ctx->cache_ev.timer_set) {
+        ngx_del_timer(&ctx->cache_ev);
+    }
+
+    if (ctx->flight_cache) {
+        ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
+        ngx_http_unico_selfie_cache_flight_end(ctx);
+    }
 }
 
 

@@ -207,12 +207,15 @@ ngx_http_unico_selfie_respond(ngx_http_request_t *r,
     ngx_http_unico_selfie_outcome_log(r, ctx);
 
     if (ctx->outcome != NGX_HTTP_UNICO_OK) {
+        ngx_http_unico_selfie_cache_flight_end(ctx);
         return ngx_http_unico_selfie_send_failure(r, ctx);
     }
 
     if (ctx->fetch.done) {
         ngx_http_unico_selfie_cache_put(r, ctx);
     }
+
+    ngx_http_unico_selfie_cache_flight_end(ctx);
 
     return ngx_http_unico_selfie_send_image(r, ctx);
 }
@@ -296,6 +299,7 @@ ngx_http_unico_selfie_cleanup(void *data)
     /* the body lives in the request pool and goes with it */
 
     ngx_http_unico_selfie_coalesce_cleanup(ctx);
+    ngx_http_unico_selfie_cache_cleanup(ctx);
     ngx_http_unico_selfie_budget_cleanup(ctx);
     ngx_http_unico_selfie_token_cleanup(ctx);
 }
