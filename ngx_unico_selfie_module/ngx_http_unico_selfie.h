@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "unico_selfie_payload.h"
+#include "unico_selfie_hash.h"
 
 
 /*
@@ -202,6 +203,11 @@ struct ngx_http_unico_selfie_ctx_s {
     ngx_event_t                cache_ev;
     ngx_http_unico_selfie_cache_t   *flight_cache;
 
+    /* a hit, sent from the zone: the entry it holds */
+    ngx_http_unico_selfie_cache_t   *hit_cache;
+    void                      *hit_entry;
+    u_char                     etag[UNICO_ETAG_LEN];
+
     /* the budget stage */
     ngx_event_t                budget_ev;
     ngx_msec_t                 budget_wait;
@@ -227,6 +233,7 @@ struct ngx_http_unico_selfie_ctx_s {
     unsigned                   answered:1;    /* its leader answered */
     unsigned                   rejoin:1;      /* its leader ended early */
     unsigned                   cached:1;      /* served from the cache */
+    unsigned                   etag_set:1;
     unsigned                   cache_waiting:1;
 };
 

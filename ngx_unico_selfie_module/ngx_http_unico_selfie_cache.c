@@ -20,6 +20,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_unico_selfie.h"
+#include "unico_selfie_hash.h"
 
 
 #define NGX_HTTP_UNICO_CACHE_SWEEP  1000        /* ms */
@@ -29,6 +30,13 @@
 #define NGX_HTTP_UNICO_RETRY_AFTER  32
 
 
+/*
+ * A selfie in the zone.  Hits are sent from the zone itself, without a
+ * copy: each response that sends it holds a reference, and an entry that
+ * leaves the cache (expired, evicted, replaced) while referenced is only
+ * unlinked; the last reference wipes and frees it.
+ */
+
 typedef struct {
     ngx_str_node_t             sn;            /* processId + credentials */
     ngx_queue_t                queue;         /* LRU */
@@ -37,6 +45,9 @@ typedef struct {
     ngx_uint_t                 type;
     size_t                     len;
     u_char                    *data;
+    ngx_uint_t                 refs;          /* responses sending it */
+    unsigned                   gone:1;        /* unlinked, awaits refs 0 */
+    u_char                     etag[UNICO_ETAG_LEN];
     u_char                     key[UNICO_SELFIE_KEY_LEN];
 } ngx_http_unico_selfie_entry_t;
 
@@ -93,6 +104,8 @@ static ngx_uint_t ngx_http_unico_selfie_reserved_zone(ngx_str_t *name);
 static ngx_int_t ngx_http_unico_selfie_cache_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
 static void ngx_http_unico_selfie_cache_evict(
+    ngx_http_unico_selfie_cache_t *cache, ngx_http_unico_selfie_entry_t *e);
+static void ngx_http_unico_selfie_cache_free(
     ngx_http_unico_selfie_cache_t *cache, ngx_http_unico_selfie_entry_t *e);
 static void ngx_http_unico_selfie_cache_purge(
     ngx_http_unico_selfie_cache_t *cache, time_t now);
@@ -333,7 +346,6 @@ ngx_int_t
 ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx)
 {
-    u_char                            *p;
     ngx_int_t                          rc;
     uint32_t                           hash;
     ngx_str_t                          key;
@@ -386,24 +398,22 @@ ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
     ngx_queue_remove(&e->queue);
     ngx_queue_insert_head(&cache->sh->queue, &e->queue);
 
-    /* a copy: the entry may be evicted while the response is sent */
+    /* sent from the zone: the entry stays until the response is done */
 
-    p = ngx_palloc(r->pool, e->len);
-    if (p == NULL) {
-        ngx_shmtx_unlock(&cache->shpool->mutex);
-        return NGX_OK;
-    }
-
+    e->refs++;
     cache->sh->hits++;
 
-    ngx_memcpy(p, e->data, e->len);
-
-    ctx->image.data = p;
+    ctx->image.data = e->data;
     ctx->image.len = e->len;
     ctx->image.type = e->type;
 
+    ngx_memcpy(ctx->etag, e->etag, UNICO_ETAG_LEN);
+    ctx->etag_set = 1;
+
     ngx_shmtx_unlock(&cache->shpool->mutex);
 
+    ctx->hit_cache = cache;
+    ctx->hit_entry = e;
     ctx->cached = 1;
     ctx->outcome = NGX_HTTP_UNICO_OK;
 
@@ -432,8 +442,16 @@ ngx_http_unico_selfie_cache_flight(ngx_http_request_t *r,
     sn = ngx_str_rbtree_lookup(&cache->sh->flights, key, hash);
     fl = (ngx_http_unico_selfie_flight_t *) sn;
 
-    if (fl && (ngx_msec_int_t) (fl->expires - now) <= 0) {
-        /* a call that outlived any wait, or a failure no longer shared */
+    if (fl
+        && ((ngx_msec_int_t) (fl->expires - now) <= 0
+            || (fl->failed && !ctx->cache_waiting)))
+    {
+        /*
+         * A call that outlived any wait, or one that failed: its failure
+         * is for the requests that waited for it, never cached for those
+         * that come after.
+         */
+
         ngx_http_unico_selfie_cache_flight_remove(cache, fl);
         fl = NULL;
     }
@@ -579,8 +597,28 @@ ngx_http_unico_selfie_cache_flight_remove(ngx_http_unico_selfie_cache_t *cache,
 void
 ngx_http_unico_selfie_cache_cleanup(ngx_http_unico_selfie_ctx_t *ctx)
 {
+    ngx_http_unico_selfie_cache_t  *cache;
+    ngx_http_unico_selfie_entry_t  *e;
+
     if (ctx->cache_ev.timer_set) {
         ngx_del_timer(&ctx->cache_ev);
+    }
+
+    /* a hit's response is done: its reference to the entry goes */
+
+    cache = ctx->hit_cache;
+    e = ctx->hit_entry;
+
+    if (e) {
+        ctx->hit_entry = NULL;
+
+        ngx_shmtx_lock(&cache->shpool->mutex);
+
+        if (--e->refs == 0 && e->gone) {
+            ngx_http_unico_selfie_cache_free(cache, e);
+        }
+
+        ngx_shmtx_unlock(&cache->shpool->mutex);
     }
 
     if (ctx->flight_cache) {
@@ -615,6 +653,13 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
     }
 
     image = &ctx->image;
+
+    /* the ETag is made once, here, for this response and every hit */
+
+    if (!ctx->etag_set) {
+        unico_etag(ctx->etag, image->data, image->len);
+        ctx->etag_set = 1;
+    }
 
     /* one selfie never empties the cache to make room for itself */
 
@@ -684,6 +729,10 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
 
     ngx_memcpy(e->data, image->data, image->len);
     ngx_memcpy(e->key, key.data, key.len);
+    ngx_memcpy(e->etag, ctx->etag, UNICO_ETAG_LEN);
+
+    e->refs = 0;
+    e->gone = 0;
 
     e->len = image->len;
     e->type = image->type;
@@ -731,6 +780,20 @@ ngx_http_unico_selfie_cache_evict(ngx_http_unico_selfie_cache_t *cache,
     cache->sh->entries--;
     cache->sh->bytes -= e->len;
 
+    if (e->refs) {
+        /* still being sent: the last response frees it */
+        e->gone = 1;
+        return;
+    }
+
+    ngx_http_unico_selfie_cache_free(cache, e);
+}
+
+
+static void
+ngx_http_unico_selfie_cache_free(ngx_http_unico_selfie_cache_t *cache,
+    ngx_http_unico_selfie_entry_t *e)
+{
     /* biometric data: wiped, not just freed */
     ngx_explicit_memzero(e->data, e->len);
 

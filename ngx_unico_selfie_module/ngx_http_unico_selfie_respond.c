@@ -26,7 +26,7 @@
 
 
 static ngx_int_t ngx_http_unico_selfie_set_cache_headers(
-    ngx_http_request_t *r, u_char *image, size_t len);
+    ngx_http_request_t *r, ngx_http_unico_selfie_ctx_t *ctx);
 static ngx_int_t ngx_http_unico_selfie_add_header(ngx_http_request_t *r,
     ngx_str_t *key, ngx_str_t *value);
 
@@ -77,7 +77,7 @@ ngx_http_unico_selfie_cache_control(ngx_conf_t *cf, ngx_command_t *cmd,
 
 static ngx_int_t
 ngx_http_unico_selfie_set_cache_headers(ngx_http_request_t *r,
-    u_char *image, size_t len)
+    ngx_http_unico_selfie_ctx_t *ctx)
 {
     ngx_table_elt_t                   *h;
     ngx_http_core_loc_conf_t          *clcf;
@@ -112,7 +112,12 @@ ngx_http_unico_selfie_set_cache_headers(ngx_http_request_t *r,
             return NGX_ERROR;
         }
 
-        unico_etag(h->value.data, image, len);
+        if (!ctx->etag_set) {
+            unico_etag(ctx->etag, ctx->image.data, ctx->image.len);
+            ctx->etag_set = 1;
+        }
+
+        ngx_memcpy(h->value.data, ctx->etag, UNICO_ETAG_LEN);
 
         h->hash = 1;
         ngx_str_set(&h->key, "ETag");
@@ -152,8 +157,7 @@ ngx_http_unico_selfie_send_image(ngx_http_request_t *r,
     r->headers_out.content_type_lowcase = NULL;
 
     if (ngx_http_unico_selfie_add_header(r, &nosniff_key, &nosniff) != NGX_OK
-        || ngx_http_unico_selfie_set_cache_headers(r, image->data, image->len)
-           != NGX_OK)
+        || ngx_http_unico_selfie_set_cache_headers(r, ctx) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
