@@ -12,413 +12,8 @@
 
 #include <yajl/yajl_parse.h>
 
+#include "unico_selfie_base64.h"
 #include "unico_selfie_payload.h"
-
-
-/*
- * The base64 decoder.
- *
- * Four tables, one per position in a quantum, map a character to a 32-bit
- * word that already holds its sextet shifted to where it lands among the
- * quantum's 3 output bytes, so a quantum costs 4 loads and 3 ORs.  The
- * words are laid out so that, on this host, storing one as 4 bytes writes
- * the 3 output bytes in order followed by byte 3, which is 0 for a sextet.
- * A character that is not a sextet sets its class in byte 3 instead, so a
- * single test of the ORed words tells whether a quantum needs the slow
- * path.  Where the byte order is unknown at compile time the same layout
- * as big-endian is used and the bytes are stored one by one.
- */
-
-#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)             \
-    && (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
-
-#define UNICO_B64_SHIFT(i)      (8 * (i))
-#define UNICO_B64_WORD_STORE    1
-
-#elif defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__)              \
-    && (__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
-
-#define UNICO_B64_SHIFT(i)      (24 - 8 * (i))
-#define UNICO_B64_WORD_STORE    1
-
-#else
-
-#define UNICO_B64_SHIFT(i)      (24 - 8 * (i))
-#define UNICO_B64_WORD_STORE    0
-
-#endif
-
-
-/* the byte v at position i (0 .. 3) of a decoder word */
-#define UNICO_B64_AT(i, v)      ((uint32_t) (v) << UNICO_B64_SHIFT(i))
-
-/* classes of the characters that are not sextets, kept in byte 3 */
-#define UNICO_B64_INVALID       0x01
-#define UNICO_B64_BLANK         0x02
-#define UNICO_B64_PAD           0x04
-
-#define UNICO_B64_NOT_SEXTET    UNICO_B64_AT(3, 0xff)
-
-
-/* the sextet of the character c, or 64 when c is not in the alphabet */
-#define UNICO_B64_VAL(c)                                                      \
-    (((c) >= 'A' && (c) <= 'Z') ? (c) - 'A'                                   \
-     : ((c) >= 'a' && (c) <= 'z') ? (c) - 'a' + 26                            \
-     : ((c) >= '0' && (c) <= '9') ? (c) - '0' + 52                            \
-     : (c) == '+' ? 62 : (c) == '/' ? 63 : 64)
-
-#define UNICO_B64_CLASS(c)                                                    \
-    (((c) == '\r' || (c) == '\n' || (c) == '\t' || (c) == ' ')                \
-     ? UNICO_B64_BLANK : (c) == '=' ? UNICO_B64_PAD : UNICO_B64_INVALID)
-
-#define UNICO_B64_ENTRY(c, sextet)                                            \
-    (UNICO_B64_VAL(c) < 64 ? (sextet) : UNICO_B64_AT(3, UNICO_B64_CLASS(c)))
-
-/*
- * The sextet s = UNICO_B64_VAL(c) of each position of the quantum
- * "aaaaaabb bbbbcccc ccdddddd" split over the output bytes.
- */
-#define UNICO_B64_E0(c)                                                       \
-    UNICO_B64_ENTRY(c, UNICO_B64_AT(0, UNICO_B64_VAL(c) << 2))
-
-#define UNICO_B64_E1(c)                                                       \
-    UNICO_B64_ENTRY(c, UNICO_B64_AT(0, UNICO_B64_VAL(c) >> 4)                 \
-                       | UNICO_B64_AT(1, (UNICO_B64_VAL(c) & 0x0f) << 4))
-
-#define UNICO_B64_E2(c)                                                       \
-    UNICO_B64_ENTRY(c, UNICO_B64_AT(1, UNICO_B64_VAL(c) >> 2)                 \
-                       | UNICO_B64_AT(2, (UNICO_B64_VAL(c) & 0x03) << 6))
-
-#define UNICO_B64_E3(c)                                                       \
-    UNICO_B64_ENTRY(c, UNICO_B64_AT(2, UNICO_B64_VAL(c)))
-
-/* e(0), e(1) ... e(255) */
-#define UNICO_B64_R4(e, c)                                                    \
-    e(c), e((c) + 1), e((c) + 2), e((c) + 3)
-#define UNICO_B64_R16(e, c)                                                   \
-    UNICO_B64_R4(e, c), UNICO_B64_R4(e, (c) + 4),                             \
-    UNICO_B64_R4(e, (c) + 8), UNICO_B64_R4(e, (c) + 12)
-#define UNICO_B64_R64(e, c)                                                   \
-    UNICO_B64_R16(e, c), UNICO_B64_R16(e, (c) + 16),                          \
-    UNICO_B64_R16(e, (c) + 32), UNICO_B64_R16(e, (c) + 48)
-#define UNICO_B64_R256(e)                                                     \
-    UNICO_B64_R64(e, 0), UNICO_B64_R64(e, 64),                                \
-    UNICO_B64_R64(e, 128), UNICO_B64_R64(e, 192)
-
-
-static const uint32_t  unico_b64_dec[4][256] = {
-    { UNICO_B64_R256(UNICO_B64_E0) },
-    { UNICO_B64_R256(UNICO_B64_E1) },
-    { UNICO_B64_R256(UNICO_B64_E2) },
-    { UNICO_B64_R256(UNICO_B64_E3) }
-};
-
-
-/* the 4 characters at p combined into a decoder word */
-#define unico_b64_quantum(p)                                                  \
-    (unico_b64_dec[0][(p)[0]] | unico_b64_dec[1][(p)[1]]                      \
-     | unico_b64_dec[2][(p)[2]] | unico_b64_dec[3][(p)[3]])
-
-/* the class of the character c: 0 for a sextet */
-#define unico_b64_class(c)                                                    \
-    (unico_b64_dec[0][c] >> UNICO_B64_SHIFT(3) & 0xff)
-
-#define unico_b64_byte(x, i)                                                  \
-    ((unsigned char) ((x) >> UNICO_B64_SHIFT(i)))
-
-#define unico_b64_store3(d, x)                                                \
-    do {                                                                      \
-        (d)[0] = unico_b64_byte(x, 0);                                        \
-        (d)[1] = unico_b64_byte(x, 1);                                        \
-        (d)[2] = unico_b64_byte(x, 2);                                        \
-    } while (0)
-
-/*
- * Stores a quantum's 3 bytes, and maybe a 4th, scratch, byte after them:
- * only where that byte is known to be in dst's room and already read.
- */
-#if (UNICO_B64_WORD_STORE)
-#define unico_b64_store4(d, x)  memcpy(d, &(x), 4)
-#else
-#define unico_b64_store4(d, x)  unico_b64_store3(d, x)
-#endif
-
-
-/*
- * The decoder is table-driven: blocks of 16 characters (4 quanta, 12 bytes)
- * while more than 16 characters remain and none is a blank, a pad or
- * invalid; then single quanta up to the one that is not all sextets.  If
- * blanks start that one, as line breaks between quanta do (MIME's every 76
- * characters, PEM's every 64), they are skipped and the fast paths resume;
- * otherwise the slow path, unico_b64_slow(), takes one quantum that has
- * blanks inside, or the padding, or the end.
- *
- * In place: d - dst is at most 3/4 of p - src, so with dst <= src every
- * write lands at or before characters that have been read already.  The
- * scratch 4th byte of the word stores lands at most one byte past the last
- * output byte; the "more than 16 (or 4) characters remain" conditions keep
- * it below dst + unico_base64_decoded_max(len).
- *
- * Non-zero bits left over in the final, short quantum ("Zh==" instead of
- * "Zg==") are accepted and dropped, as most decoders do: a sender has no
- * reason to set them, and refusing them would refuse an image whose bytes
- * are all there.
- */
-
-static size_t unico_b64_decode(unsigned char *dst, const unsigned char *src,
-    size_t len, unsigned raw, const unsigned char **stop);
-static int unico_b64_slow(unsigned char *d, const unsigned char **pp,
-    const unsigned char *end, unsigned raw);
-
-
-size_t
-unico_base64_decode(unsigned char *dst, const unsigned char *src, size_t len)
-{
-    const unsigned char  *stop;
-
-    return unico_b64_decode(dst, src, len, 0, &stop);
-}
-
-
-/*
- * The decoder proper.  With raw set, src is the raw text of a JSON string
- * without escapes, where CR, LF and TAB are not allowed: then the only
- * blank skipped is SP, and the others are refused as invalid.  That costs
- * nothing on the fast paths, which never see a blank.  On failure *stop is
- * where the quantum that failed starts: src[0 .. *stop) held only sextets
- * and blanks, and (*stop .. src + len) has not been written.
- */
-
-static size_t
-unico_b64_decode(unsigned char *dst, const unsigned char *src, size_t len,
-    unsigned raw, const unsigned char **stop)
-{
-    int                   rc;
-    uint32_t              x, x0, x1, x2, x3;
-    unsigned char        *d;
-    const unsigned char  *p, *end, *blocks_end, *quanta_end, *start;
-
-    *stop = src;
-
-    if (len == 0) {
-        return 0;
-    }
-
-    d = dst;
-    p = src;
-    end = src + len;
-
-    /* p < blocks_end: more than 16 characters remain; quanta_end: 4 */
-
-    blocks_end = (len > 16) ? end - 16 : src;
-    quanta_end = (len > 4) ? end - 4 : src;
-
-    for ( ;; ) {
-
-        while (p < blocks_end) {
-            x0 = unico_b64_quantum(p);
-            x1 = unico_b64_quantum(p + 4);
-            x2 = unico_b64_quantum(p + 8);
-            x3 = unico_b64_quantum(p + 12);
-
-            if ((x0 | x1 | x2 | x3) & UNICO_B64_NOT_SEXTET) {
-                break;
-            }
-
-            unico_b64_store4(d, x0);
-            unico_b64_store4(d + 3, x1);
-            unico_b64_store4(d + 6, x2);
-            unico_b64_store4(d + 9, x3);
-
-            p += 16;
-            d += 12;
-        }
-
-        while (p < quanta_end) {
-            x = unico_b64_quantum(p);
-
-            if (x & UNICO_B64_NOT_SEXTET) {
-                break;
-            }
-
-            unico_b64_store4(d, x);
-            p += 4;
-            d += 3;
-        }
-
-        start = p;
-
-        while (p < end && unico_b64_class(*p) == UNICO_B64_BLANK
-               && (*p == ' ' || !raw))
-        {
-            p++;
-        }
-
-        if (p == end) {
-            return (size_t) (d - dst);
-        }
-
-        if (p != start) {
-            continue;
-        }
-
-        rc = unico_b64_slow(d, &p, end, raw);
-
-        if (rc < 0) {
-            *stop = p;
-            return (size_t) -1;
-        }
-
-        d += rc;
-
-        if (p == end) {
-            return (size_t) (d - dst);
-        }
-    }
-}
-
-
-/*
- * Decodes the next quantum from *pp, skipping blanks (only SP with raw
- * set), into d[0 .. 3).  Returns the number of bytes written: 3 for a
- * whole quantum, after which more may follow; 0, 1 or 2 for the final
- * one, short or padded, after which *pp is end.  Returns -1, leaving *pp
- * as it was, on an invalid character, a misplaced or incomplete padding,
- * or a single dangling sextet.
- */
-
-static int
-unico_b64_slow(unsigned char *d, const unsigned char **pp,
-    const unsigned char *end, unsigned raw)
-{
-    uint32_t              x, k;
-    unsigned int          n, need;
-    unsigned char         q[4];
-    const unsigned char  *p;
-
-    p = *pp;
-    n = 0;
-
-    while (p < end) {
-        k = unico_b64_class(*p);
-
-        if (k == 0) {
-            q[n++] = *p++;
-
-            if (n == 4) {
-                x = unico_b64_quantum(q);
-                unico_b64_store3(d, x);
-                *pp = p;
-                return 3;
-            }
-
-            continue;
-        }
-
-        if (k == UNICO_B64_BLANK && (*p == ' ' || !raw)) {
-            p++;
-            continue;
-        }
-
-        if (k == UNICO_B64_PAD) {
-            break;
-        }
-
-        return -1;
-    }
-
-    if (p < end) {
-
-        /*
-         * Padding: it must complete the quantum ("xx==", "xxx="), and
-         * nothing but blanks may follow it.
-         */
-
-        if (n < 2) {
-            return -1;
-        }
-
-        for (need = 4 - n; p < end; p++) {
-            k = unico_b64_class(*p);
-
-            if (k == UNICO_B64_PAD && need > 0) {
-                need--;
-                continue;
-            }
-
-            if (k != UNICO_B64_BLANK || (*p != ' ' && raw)) {
-                return -1;
-            }
-        }
-
-        if (need > 0) {
-            return -1;
-        }
-
-    } else if (n == 1) {
-        return -1;
-    }
-
-    *pp = end;
-
-    if (n == 0) {
-        return 0;
-    }
-
-    /* a short quantum: 2 sextets give 1 byte, 3 give 2 */
-
-    for (k = n; k < 4; k++) {
-        q[k] = 'A';
-    }
-
-    x = unico_b64_quantum(q);
-
-    d[0] = unico_b64_byte(x, 0);
-
-    if (n == 3) {
-        d[1] = unico_b64_byte(x, 1);
-    }
-
-    return (int) n - 1;
-}
-
-
-/*
- * The fewest bytes that s[0 .. len) can decode to, if it is valid: exact
- * for valid base64, and only an estimate for invalid base64, which is
- * refused either way.  It reads the string once, without writing.
- */
-
-static size_t
-unico_b64_decoded_min(const unsigned char *s, size_t len)
-{
-    size_t  i, n, pad;
-
-    n = 0;
-
-    for (i = 0; i < len; i++) {
-        n += (unico_b64_class(s[i]) != UNICO_B64_BLANK);
-    }
-
-    for (pad = 0, i = len; i > 0 && pad < 2; i--) {
-
-        if (unico_b64_class(s[i - 1]) == UNICO_B64_BLANK) {
-            continue;
-        }
-
-        if (s[i - 1] != '=') {
-            break;
-        }
-
-        pad++;
-    }
-
-    /* n - pad sextets, 6 bits each, rounded down to whole bytes */
-
-    n -= pad;
-
-    return n / 4 * 3 + n % 4 * 3 / 4;
-}
 
 
 /*
@@ -498,8 +93,6 @@ static const unsigned char *unico_json_string_end(const unsigned char *p,
 static int unico_json_text_valid(const unsigned char *s, size_t len);
 static size_t unico_json_unescape(unsigned char *s, size_t len,
     size_t *min);
-static void unico_b64_count(const unsigned char *s, size_t len,
-    size_t *chars, size_t *pad);
 static int unico_json_hex4(const unsigned char *p, uint32_t *cp);
 static size_t unico_utf8_put(unsigned char *d, uint32_t cp);
 static unico_image_type_e unico_payload_mime(const unsigned char *s,
@@ -931,13 +524,13 @@ unico_payload_image(unico_payload_ctx_t *ctx, const unsigned char *s,
             return 0;
         }
 
-        if (unico_b64_decoded_min(s, len) > ctx->max_image) {
+        if (unico_base64_decoded_min(s, len) > ctx->max_image) {
             ctx->rc = UNICO_PAYLOAD_TOO_LARGE;
             return 0;
         }
     }
 
-    n = unico_b64_decode(ctx->buf, s, len, raw, &stop);
+    n = unico_base64_decode_json(ctx->buf, s, len, raw, &stop);
 
     if (n == (size_t) -1) {
         ctx->rc = (raw && !unico_json_text_valid(stop, s + len - stop))
@@ -1216,7 +809,7 @@ unico_json_text_valid(const unsigned char *s, size_t len)
  * stands for, so the writes never pass the reads.
  *
  * With min not NULL, nothing is written (d only counts): the bytes are
- * only measured, and *min is what unico_b64_decoded_min() would say of
+ * only measured, and *min is what unico_base64_decoded_min() would say of
  * them.
  */
 
@@ -1243,7 +836,7 @@ unico_json_unescape(unsigned char *s, size_t len, size_t *min)
         }
 
         if (min != NULL) {
-            unico_b64_count(p, n, &chars, &pad);
+            unico_base64_count(p, n, &chars, &pad);
 
         } else if (d != p) {
             memmove(d, p, n);
@@ -1329,7 +922,7 @@ unico_json_unescape(unsigned char *s, size_t len, size_t *min)
         }
 
         if (min != NULL) {
-            unico_b64_count(tmp, k, &chars, &pad);
+            unico_base64_count(tmp, k, &chars, &pad);
         }
 
         d += k;
@@ -1341,30 +934,6 @@ unico_json_unescape(unsigned char *s, size_t len, size_t *min)
     }
 
     return (size_t) (d - s);
-}
-
-
-/*
- * Counts, in s[0 .. len) after what was counted before, the characters
- * that are not blanks and the '=' that end them (*pad): the streaming
- * form of unico_b64_decoded_min().
- */
-
-static void
-unico_b64_count(const unsigned char *s, size_t len, size_t *chars,
-    size_t *pad)
-{
-    size_t  i;
-
-    for (i = 0; i < len; i++) {
-
-        if (unico_b64_class(s[i]) == UNICO_B64_BLANK) {
-            continue;
-        }
-
-        (*chars)++;
-        *pad = (s[i] == '=') ? *pad + 1 : 0;
-    }
 }
 
 

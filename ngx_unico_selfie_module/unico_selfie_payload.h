@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "unico_selfie_base64.h"
+
 
 #define UNICO_UUID_LEN  36
 
@@ -87,22 +89,5 @@ const char *unico_image_mime(unico_image_type_e type);
 
 /* 1 when p[0 .. len) is a canonical UUID: 8-4-4-4-12 hex digits, any case. */
 int unico_uuid_valid(const unsigned char *p, size_t len);
-
-/*
- * Decodes standard base64 (RFC 4648 section 4) from src[0 .. len) into dst,
- * skipping CR, LF, TAB and SP; padding optional but, when present, final.
- * dst may equal src (in-place) or lie anywhere before it, or be another
- * buffer; either way it needs room for unico_base64_decoded_max(len)
- * bytes, as the decoder may write scratch bytes past the ones it returns.
- * Returns the number of bytes written, or (size_t) -1 on a character
- * outside the alphabet, a misplaced or incomplete padding ("Zg=") or a
- * dangling single sextet.  Left-over bits of the last quantum are ignored.
- */
-size_t unico_base64_decode(unsigned char *dst, const unsigned char *src,
-    size_t len);
-
-/* The most bytes unico_base64_decode() can produce from len input bytes. */
-#define unico_base64_decoded_max(len)  (((len) + 3) / 4 * 3)
-
 
 #endif /* _UNICO_SELFIE_PAYLOAD_H_INCLUDED_ */

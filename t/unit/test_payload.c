@@ -122,68 +122,55 @@ read_file(const char *dir, const char *name, size_t *len)
 }
 
 
-/* the JSON string content (no quotes) of data's base64, as enc says */
+/*
+ * the JSON string content (no quotes) of data's base64, as enc says: the
+ * module's encoder (unico_selfie_base64.c), then the escapes and breaks
+ */
 
 static void
 b64_json(sb_t *sb, const unsigned char *data, size_t len, enc_e enc)
 {
-    static const char  alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t          i, n, col;
+    unsigned char  *out;
 
-    char      out[4];
-    size_t    i, k, col;
-    uint32_t  v;
+    out = xmalloc(unico_base64_encoded_len(len) + 1);
+    n = unico_base64_encode(out, data, len);
 
     col = 0;
 
-    for (i = 0; i < len; i += 3) {
-        v = (uint32_t) data[i] << 16;
+    for (i = 0; i < n; i++) {
 
-        if (i + 1 < len) {
-            v |= (uint32_t) data[i + 1] << 8;
+        if (out[i] == '=' && enc == ENC_UNPADDED) {
+            continue;
         }
 
-        if (i + 2 < len) {
-            v |= data[i + 2];
+        if (out[i] == '/' && enc == ENC_SLASH) {
+            sb_add(sb, "\\/");
+
+        } else if (out[i] == '/' && enc == ENC_U002F) {
+            sb_add(sb, "\\u002F");
+
+        } else if (out[i] == '/' && enc == ENC_MIXED) {
+            sb_add(sb, (col & 1) ? "\\u002f" : "\\/");
+
+        } else {
+            sb_addn(sb, (const char *) &out[i], 1);
         }
 
-        out[0] = alphabet[v >> 18 & 0x3f];
-        out[1] = alphabet[v >> 12 & 0x3f];
-        out[2] = (i + 1 < len) ? alphabet[v >> 6 & 0x3f] : '=';
-        out[3] = (i + 2 < len) ? alphabet[v & 0x3f] : '=';
+        col++;
 
-        for (k = 0; k < 4; k++) {
+        if (enc == ENC_LF76 && col % 76 == 0) {
+            sb_add(sb, "\\n");
 
-            if (out[k] == '=' && enc == ENC_UNPADDED) {
-                continue;
-            }
+        } else if (enc == ENC_CRLF76 && col % 76 == 0) {
+            sb_add(sb, "\\r\\n");
 
-            if (out[k] == '/' && enc == ENC_SLASH) {
-                sb_add(sb, "\\/");
-
-            } else if (out[k] == '/' && enc == ENC_U002F) {
-                sb_add(sb, "\\u002F");
-
-            } else if (out[k] == '/' && enc == ENC_MIXED) {
-                sb_add(sb, (col & 1) ? "\\u002f" : "\\/");
-
-            } else {
-                sb_addn(sb, &out[k], 1);
-            }
-
-            col++;
-
-            if (enc == ENC_LF76 && col % 76 == 0) {
-                sb_add(sb, "\\n");
-
-            } else if (enc == ENC_CRLF76 && col % 76 == 0) {
-                sb_add(sb, "\\r\\n");
-
-            } else if (enc == ENC_MIXED && col % 64 == 0) {
-                sb_add(sb, (col % 128) ? "\\r\\n" : " \\t\\n");
-            }
+        } else if (enc == ENC_MIXED && col % 64 == 0) {
+            sb_add(sb, (col % 128) ? "\\r\\n" : " \\t\\n");
         }
     }
+
+    free(out);
 }
 
 
