@@ -63,13 +63,14 @@ for t in $targets; do
 
     case $t in
         fuzz_signature)
-            core="$src/unico_selfie_signature.c $src/unico_selfie_hash.c"
-            libs=-lcrypto ;;
+            core="$src/unico_selfie_signature.c $src/unico_selfie_hash.c
+                  $src/unico_selfie_base64.c"
+            libs="-lcrypto -lxxhash" ;;
         fuzz_token)
-            core=$src/unico_selfie_jwt.c
+            core="$src/unico_selfie_jwt.c $src/unico_selfie_base64.c"
             libs="-lyajl -lcrypto" ;;
         *)
-            core=$src/unico_selfie_payload.c
+            core="$src/unico_selfie_payload.c $src/unico_selfie_base64.c"
             libs=-lyajl ;;
     esac
 
