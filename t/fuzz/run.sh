@@ -53,7 +53,8 @@ cleanup() {
 
 trap cleanup EXIT
 
-targets="fuzz_payload fuzz_base64 fuzz_uuid fuzz_signature fuzz_token"
+targets="fuzz_payload fuzz_base64 fuzz_base64_simd fuzz_uuid fuzz_signature
+         fuzz_token"
 
 flags="-std=c99 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
@@ -69,6 +70,9 @@ for t in $targets; do
         fuzz_token)
             core="$src/unico_selfie_jwt.c $src/unico_selfie_base64.c"
             libs="-lyajl -lcrypto" ;;
+        fuzz_base64_simd)
+            core=$src/unico_selfie_base64.c
+            libs= ;;
         *)
             core="$src/unico_selfie_payload.c $src/unico_selfie_base64.c"
             libs=-lyajl ;;
@@ -117,6 +121,8 @@ cat > "$build/fuzz_base64.dict" <<'DICT'
 "+/"
 "AAAAAAAAAAAAAAAA"
 DICT
+
+cp "$build/fuzz_base64.dict" "$build/fuzz_base64_simd.dict"
 
 : > "$build/fuzz_uuid.dict"
 
