@@ -53,8 +53,8 @@ cleanup() {
 
 trap cleanup EXIT
 
-targets="fuzz_payload fuzz_base64 fuzz_base64_simd fuzz_uuid fuzz_signature
-         fuzz_token"
+targets="fuzz_payload fuzz_stream fuzz_base64 fuzz_base64_simd fuzz_uuid
+         fuzz_signature fuzz_token"
 
 flags="-std=c99 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
@@ -122,6 +122,7 @@ cat > "$build/fuzz_base64.dict" <<'DICT'
 "AAAAAAAAAAAAAAAA"
 DICT
 
+cp "$build/fuzz_payload.dict" "$build/fuzz_stream.dict"
 cp "$build/fuzz_base64.dict" "$build/fuzz_base64_simd.dict"
 
 : > "$build/fuzz_uuid.dict"

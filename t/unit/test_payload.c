@@ -190,6 +190,207 @@ b64(const unsigned char *data, size_t len, int pad)
 
 
 /*
+ * The streaming decoder on json[0 .. len), fed in chunks of the sizes in
+ * steps (0 ends them; the last one repeats), must give what
+ * unico_payload_parse() gives: the same result and, on success, the same
+ * type and bytes, in an output buffer of exactly
+ * min(max_image, decoded_max(len)) bytes.  With pool set, through the pool
+ * allocator (blocks freed together at the end).
+ */
+
+typedef struct pool_block_s  pool_block_t;
+
+struct pool_block_s {
+    pool_block_t  *next;
+    size_t         pad;
+};
+
+
+static unsigned      stream_docs;
+static unsigned      stream_bad;
+static unsigned      stream_fallbacks;
+
+
+static void *
+pool_alloc(void *pool, size_t size)
+{
+    pool_block_t  *b, **head = pool;
+
+    b = xmalloc(sizeof(pool_block_t) + size);
+    b->next = *head;
+    *head = b;
+
+    return b + 1;
+}
+
+
+static int
+stream_run(const char *json, size_t len, size_t max_image,
+    const size_t *steps, unsigned pool)
+{
+    int                      good;
+    size_t                   off, n, cap, k;
+    pool_block_t            *head, *next;
+    unsigned char           *buf, *out, *chunk;
+    unico_image_t            want, got;
+    unico_pool_alloc_t       pa;
+    unico_payload_rc_e       rc_want, rc;
+    unico_payload_stream_t  *st;
+
+    buf = xmalloc(len ? len : 1);
+    memcpy(buf, json, len);
+    rc_want = unico_payload_parse(buf, len, max_image, &want);
+
+    cap = unico_base64_decoded_max(len);
+    cap = (max_image < cap) ? max_image : cap;
+    out = xmalloc(cap ? cap : 1);
+
+    head = NULL;
+    unico_pool_alloc_init(&pa, pool_alloc, &head);
+
+    st = unico_payload_stream_create(out, cap, max_image, len,
+                                     pool ? &pa.funcs : NULL);
+    if (st == NULL) {
+        die("unico_payload_stream_create");
+    }
+
+    for (off = 0, k = 0; off < len; off += n) {
+        n = steps[k];
+
+        if (steps[k + 1] != 0) {
+            k++;
+        }
+
+        if (n > len - off) {
+            n = len - off;
+        }
+
+        chunk = xmalloc(n);
+        memcpy(chunk, json + off, n);
+
+        if (unico_payload_stream_feed(st, chunk, n) != UNICO_PAYLOAD_OK) {
+            die("unico_payload_stream_feed");
+        }
+
+        free(chunk);
+    }
+
+    rc = unico_payload_stream_finish(st, &got);
+
+    good = (rc == rc_want);
+
+    if (good && rc == UNICO_PAYLOAD_OK) {
+        good = (got.data == out && got.len == want.len
+                && got.type == want.type
+                && memcmp(got.data, want.data, got.len) == 0);
+    }
+
+    if (!good) {
+        diag("stream %s, parse %s, first chunk %zu: %.60s",
+             unico_payload_strerror(rc), unico_payload_strerror(rc_want),
+             steps[0], json);
+    }
+
+    stream_fallbacks += unico_payload_stream_fell_back(st);
+
+    unico_payload_stream_destroy(st);
+
+    while (head != NULL) {
+        next = head->next;
+        free(head);
+        head = next;
+    }
+
+    free(out);
+    free(buf);
+
+    return good;
+}
+
+
+/* whole, byte by byte, and every split in two (short) or a few sizes */
+
+static void
+stream_check(const char *json, size_t len, size_t max_image)
+{
+    int     good;
+    size_t  i, steps[4];
+
+    static const size_t  sizes[][4] = {
+        { (size_t) -1, 0 }, { 1, 0 }, { 7, 0 }, { 4096, 0 },
+        { 17, 65536, 3, 0 }, { 1000, 1, 0 }
+    };
+
+    good = 1;
+
+    for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+
+        /* byte by byte: the short ones (the same code on the long ones) */
+
+        if (sizes[i][0] == 1 && len > 16384) {
+            continue;
+        }
+
+        good &= stream_run(json, len, max_image, sizes[i], i & 1);
+    }
+
+    for (i = 1; len <= 600 && i < len; i++) {
+        steps[0] = i;
+        steps[1] = len;
+        steps[2] = 0;
+
+        good &= stream_run(json, len, max_image, steps, i & 1);
+    }
+
+    stream_docs++;
+    stream_bad += !good;
+}
+
+
+/* Unico's shapes stream without falling back, to the same bytes */
+
+static int
+stream_streams(const char *json, size_t len, const unsigned char *want,
+    size_t want_len)
+{
+    int                      good;
+    size_t                   off, n;
+    unsigned char           *out;
+    unico_image_t            got;
+    unico_payload_stream_t  *st;
+
+    out = xmalloc(unico_base64_decoded_max(len));
+
+    st = unico_payload_stream_create(out, unico_base64_decoded_max(len),
+                                     MAX_IMAGE, len, NULL);
+    if (st == NULL) {
+        die("unico_payload_stream_create");
+    }
+
+    for (off = 0; off < len; off += n) {
+        n = (len - off < 4096) ? len - off : 4096;
+
+        if (unico_payload_stream_feed(st, (const unsigned char *) json + off,
+                                      n)
+            != UNICO_PAYLOAD_OK)
+        {
+            die("unico_payload_stream_feed");
+        }
+    }
+
+    good = (unico_payload_stream_finish(st, &got) == UNICO_PAYLOAD_OK
+            && !unico_payload_stream_fell_back(st)
+            && got.data == out && got.len == want_len
+            && memcmp(out, want, want_len) == 0);
+
+    unico_payload_stream_destroy(st);
+    free(out);
+
+    return good;
+}
+
+
+/*
  * Parses json[0 .. len) from an exact-size copy.  When want is not NULL,
  * the decoded image must equal want[0 .. want_len) and be inside the copy.
  */
@@ -205,6 +406,8 @@ parse(const char *json, size_t len, size_t max_image, unico_image_t *out,
     memcpy(buf, json, len);
 
     rc = unico_payload_parse(buf, len, max_image, out);
+
+    stream_check(json, len, max_image);
 
     if (same != NULL) {
         *same = (rc == UNICO_PAYLOAD_OK && out->data == buf
@@ -262,6 +465,8 @@ same_as_reference(const char *json, size_t len, size_t max_image,
 
     rc_a = unico_payload_parse(a, len, max_image, &out_a);
     rc_b = unico_payload_parse_reference(b, len, max_image, &out_b);
+
+    stream_check(json, len, max_image);
 
     same = (rc_a == rc_b);
 
@@ -360,6 +565,10 @@ test_fixtures(fixture_t *fx, size_t nfx)
                 diag("rc %s, type %d, len %zu", unico_payload_strerror(rc),
                      (int) out.type, out.len);
             }
+
+            ok(stream_streams(sb.data, sb.len, fx[i].data, fx[i].len),
+               "%s, %s: streamed in 4 KB chunks, no fallback, identical",
+               fx[i].name, encs[e].desc);
 
             sb.len = 0;
             b.len = 0;
@@ -1285,6 +1494,15 @@ main(int argc, char **argv)
     test_base64();
     test_uuid();
     test_strings();
+
+    if (!ok(stream_bad == 0, "stream = unico_payload_parse() on all %u "
+            "documents above, whole, byte by byte and split anywhere "
+            "(short ones at every byte)", stream_docs))
+    {
+        diag("%u documents differ", stream_bad);
+    }
+
+    diag("%u stream runs fell back to the full parse", stream_fallbacks);
 
     for (i = 0; i < sizeof(fx) / sizeof(fx[0]); i++) {
         free(fx[i].data);
