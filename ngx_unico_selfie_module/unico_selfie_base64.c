@@ -241,6 +241,7 @@ unico_b64_avx2(unsigned char *dst, size_t room, const unsigned char *src,
 {
     size_t   i, o;
     __m256i  str, hi_nib, lo_nib, hi, lo, eq_2f, roll, ab_bc, out;
+    __m256i  str2, hi_nib2, lo_nib2, bad;
 
     const __m256i  lut_lo = _mm256_setr_epi8(
         0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
@@ -263,6 +264,53 @@ unico_b64_avx2(unsigned char *dst, size_t room, const unsigned char *src,
 
     i = 0;
     o = 0;
+
+    /* two blocks a turn, one test for both: 64 characters, 48 bytes */
+
+    while (i + 64 <= len && o + 56 <= room) {
+        str = _mm256_loadu_si256((const __m256i *) (src + i));
+        str2 = _mm256_loadu_si256((const __m256i *) (src + i + 32));
+
+        hi_nib = _mm256_and_si256(_mm256_srli_epi32(str, 4), mask_2f);
+        lo_nib = _mm256_and_si256(str, mask_2f);
+        hi_nib2 = _mm256_and_si256(_mm256_srli_epi32(str2, 4), mask_2f);
+        lo_nib2 = _mm256_and_si256(str2, mask_2f);
+
+        bad = _mm256_or_si256(
+                  _mm256_and_si256(_mm256_shuffle_epi8(lut_lo, lo_nib),
+                                   _mm256_shuffle_epi8(lut_hi, hi_nib)),
+                  _mm256_and_si256(_mm256_shuffle_epi8(lut_lo, lo_nib2),
+                                   _mm256_shuffle_epi8(lut_hi, hi_nib2)));
+
+        if (!_mm256_testz_si256(bad, bad)) {
+            break;
+        }
+
+        eq_2f = _mm256_cmpeq_epi8(str, mask_2f);
+        roll = _mm256_shuffle_epi8(lut_roll, _mm256_add_epi8(eq_2f, hi_nib));
+        str = _mm256_add_epi8(str, roll);
+
+        eq_2f = _mm256_cmpeq_epi8(str2, mask_2f);
+        roll = _mm256_shuffle_epi8(lut_roll, _mm256_add_epi8(eq_2f, hi_nib2));
+        str2 = _mm256_add_epi8(str2, roll);
+
+        ab_bc = _mm256_maddubs_epi16(str, _mm256_set1_epi32(0x01400140));
+        out = _mm256_madd_epi16(ab_bc, _mm256_set1_epi32(0x00011000));
+        out = _mm256_shuffle_epi8(out, pack);
+        out = _mm256_permutevar8x32_epi32(out, lanes);
+
+        _mm256_storeu_si256((__m256i *) (dst + o), out);
+
+        ab_bc = _mm256_maddubs_epi16(str2, _mm256_set1_epi32(0x01400140));
+        out = _mm256_madd_epi16(ab_bc, _mm256_set1_epi32(0x00011000));
+        out = _mm256_shuffle_epi8(out, pack);
+        out = _mm256_permutevar8x32_epi32(out, lanes);
+
+        _mm256_storeu_si256((__m256i *) (dst + o + 24), out);
+
+        i += 64;
+        o += 48;
+    }
 
     while (i + 32 <= len && o + 32 <= room) {
         str = _mm256_loadu_si256((const __m256i *) (src + i));
@@ -457,10 +505,31 @@ unico_base64_decode_quanta(unsigned char *dst, size_t room,
     const unsigned char *src, size_t len)
 {
     size_t    i, o;
-    uint32_t  x;
+    uint32_t  x, x0, x1, x2, x3;
 
     i = unico_b64_blocks(unico_base64_impl(), dst, room, src, len);
     o = i / 4 * 3;
+
+    /* the scalar blocks: the last word store's 4th byte is o + 12 */
+
+    while (i + 16 <= len && o + 13 <= room) {
+        x0 = unico_b64_quantum(src + i);
+        x1 = unico_b64_quantum(src + i + 4);
+        x2 = unico_b64_quantum(src + i + 8);
+        x3 = unico_b64_quantum(src + i + 12);
+
+        if ((x0 | x1 | x2 | x3) & UNICO_B64_NOT_SEXTET) {
+            break;
+        }
+
+        unico_b64_store4(dst + o, x0);
+        unico_b64_store4(dst + o + 3, x1);
+        unico_b64_store4(dst + o + 6, x2);
+        unico_b64_store4(dst + o + 9, x3);
+
+        i += 16;
+        o += 12;
+    }
 
     while (i + 4 <= len && o + 3 <= room) {
         x = unico_b64_quantum(src + i);
