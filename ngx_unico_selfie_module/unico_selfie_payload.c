@@ -1704,7 +1704,8 @@ unico_stream_scan(unico_payload_stream_t *st, const unsigned char *p,
                 continue;
             }
 
-            if (st->klen >= sizeof(name) - 1 || c != (unsigned char) name[st->klen])
+            if (st->klen >= sizeof(name) - 1
+                || c != (unsigned char) name[st->klen])
             {
                 st->kmatch = 0;
             }
@@ -1766,7 +1767,8 @@ raw:
 static void
 unico_stream_start(unico_payload_stream_t *st)
 {
-    yajl_status  status;
+    yajl_status    status;
+    unico_image_t  img;
 
     st->hand = yajl_alloc(&unico_payload_callbacks,
                           st->af_set ? &st->af : NULL, &st->ctx);
@@ -1794,7 +1796,7 @@ unico_stream_start(unico_payload_stream_t *st)
 
     if (status != yajl_status_ok) {
         st->rc = unico_payload_result(&st->ctx, status, st->out,
-                                      &(unico_image_t) { NULL, 0, 0 });
+                                      &img);
         unico_stream_release(st);
         st->phase = UNICO_PHASE_DONE;
         return;
@@ -2186,13 +2188,14 @@ static void
 unico_stream_yajl(unico_payload_stream_t *st, const unsigned char *p,
     size_t len)
 {
-    yajl_status  status;
+    yajl_status    status;
+    unico_image_t  img;
 
     status = yajl_parse(st->hand, p, len);
 
     if (status != yajl_status_ok) {
         st->rc = unico_payload_result(&st->ctx, status, st->out,
-                                      &(unico_image_t) { NULL, 0, 0 });
+                                      &img);
         unico_stream_release(st);
         st->phase = UNICO_PHASE_DONE;
     }

@@ -516,6 +516,79 @@ expect_same_rc(const char *desc, const char *json, size_t len,
     expect_same_rc(desc, json, strlen(json), MAX_IMAGE, want)
 
 
+/*
+ * Documents that take the streaming decoder's rarer turns: escapes cut
+ * anywhere, surrogates, UTF-8 in the string, a key with escapes, fields
+ * twice, nesting before the string, a string that never ends.  Each goes
+ * through stream_check() (every split), whose verdict is the last test.
+ */
+
+static void
+test_stream_edges(void)
+{
+    size_t  i;
+
+    static const char  *docs[] = {
+        "{\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"\\/9j\\/4A==\",\"contentType\":\"image\\/jpeg\"}",
+        "{\"fileContents\":\"\\u002f9j\\u002F4A\\u003d=\","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\r\\n4A\\t=\\n= \","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\\uDE00\",\"contentType\":\"x\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83Dx\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\\n\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\\\"\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\\u12\",\"contentType\":"
+            "\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\u12\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\u12\\\\\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\x\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\xc3\xa9\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\xc3\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\xc3\\n\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\x01\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4A=\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4A==x\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"    \",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContent\\u0073\":\"/9j/4A==\",\"fileContents\":\"/9j/4A==\","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4A==\",\"fileContent\\u0073\":\"/9j/\","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"fileContent\\u0073\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4A==\",\"fileContents\":\"/9j/4A==\","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"contentType\":\"image/jpeg\",\"contentType\":\"image/jpeg\","
+            "\"fileContents\":\"/9j/4A==\"}",
+        "{\"a\":{\"fileContents\":\"x\"},\"b\":[\"fileContents\"],"
+            "\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "{\"a\":tru\"fileContents\":\"/9j/4A==\",\"contentType\":"
+            "\"image/jpeg\"}",
+        "{\"a\" \"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":12,\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\" \"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "[{\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}]",
+        "{\"fileContents\":\"/9j/4A==",
+        "{\"fileContents\":\"/9j/4A==\"",
+        "{\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"",
+        "{\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"} x",
+        "{\"fileContents\":\"iVBORw0KGgo=\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"iVBORw0KGgo=\",\"contentType\":\"IMAGE/PNG\"}",
+        " \t\r\n{ \"fileContents\" : \"/9j/4A==\" , \"contentType\" : "
+            "\"image/jpeg\" } \n"
+    };
+
+    for (i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        stream_check(docs[i], strlen(docs[i]), MAX_IMAGE);
+        stream_check(docs[i], strlen(docs[i]), 1);
+        stream_check(docs[i], strlen(docs[i]), 3);
+    }
+}
+
+
 static void
 test_fixtures(fixture_t *fx, size_t nfx)
 {
@@ -1494,6 +1567,7 @@ main(int argc, char **argv)
     test_base64();
     test_uuid();
     test_strings();
+    test_stream_edges();
 
     if (!ok(stream_bad == 0, "stream = unico_payload_parse() on all %u "
             "documents above, whole, byte by byte and split anywhere "
