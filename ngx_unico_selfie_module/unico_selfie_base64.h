@@ -15,6 +15,8 @@
  *
  * Plain C99 with GCC/clang function attributes for the vector code, so it
  * builds with Debian's CFLAGS (-O2, no -march); no global mutable state.
+ * -DUNICO_BASE64_NO_SIMD builds the scalar decoder alone (benchmarks);
+ * elsewhere than x86 with GCC or clang, it is the only one.
  */
 
 

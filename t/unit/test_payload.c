@@ -241,8 +241,7 @@ stream_run(const char *json, size_t len, size_t max_image,
     memcpy(buf, json, len);
     rc_want = unico_payload_parse(buf, len, max_image, &want);
 
-    cap = unico_base64_decoded_max(len);
-    cap = (max_image < cap) ? max_image : cap;
+    cap = unico_payload_stream_out_size(len, max_image);
     out = xmalloc(cap ? cap : 1);
 
     head = NULL;
