@@ -9,6 +9,7 @@
  *     parse    unico_payload_parse() in place
  *     stream   the streaming decoder, in chunks of argv[3] bytes (4096)
  *     base64   unico_base64_decode() of the base64 text alone
+ *     base64-ssse3  the same, with the SSSE3 decoder even if AVX2 is there
  *
  * inside measure(), which callgrind counts alone (--toggle-collect).
  * Built with -DUNICO_IPB_BEFORE, only "parse", against an older core.
@@ -78,6 +79,11 @@ measure(const char *mode, unsigned char *json, size_t len,
 
     if (strcmp(mode, "base64") == 0) {
         return unico_base64_decode(out, json + b64_off, b64_len);
+    }
+
+    if (strcmp(mode, "base64-ssse3") == 0) {
+        return unico_base64_decode_with(UNICO_BASE64_SSSE3, out,
+                                        json + b64_off, b64_len);
     }
 
 #endif
