@@ -167,6 +167,16 @@ struct ngx_http_unico_selfie_fetch_s {
     ngx_http_unico_selfie_fetch_pt   handler;
     void                      *data;
 
+    /*
+     * The selfie's answer, with a Content-Length, is decoded as it arrives
+     * (unico_payload_stream): its base64 straight into the image buffer,
+     * nothing of the JSON kept.  max_image 0: the body is collected whole.
+     */
+    size_t                     max_image;
+    unico_payload_stream_t    *stream;
+    unico_payload_rc_e         stream_rc;
+    unico_pool_alloc_t         alloc;
+
     unsigned                   done:1;        /* post_subrequest has run */
     unsigned                   last:1;        /* saw the final buffer */
     unsigned                   timed_out:1;
