@@ -339,6 +339,26 @@ sub call_ids {
 }
 
 
+# The mock's GET /__mock/stats.
+sub stats {
+    my ($self) = @_;
+    require IO::Socket::SSL;
+    my $m = $self->{mock};
+    my $s = IO::Socket::SSL->new(
+        PeerAddr => '127.0.0.1:' . $m->mock_port,
+        SSL_ca_file => $m->certs . '/ca.pem',
+        SSL_verifycn_name => 'localhost',
+    ) or croak 'mock stats: ' . IO::Socket::SSL::errstr();
+    print $s "GET /__mock/stats HTTP/1.1\r\nHost: localhost\r\n"
+             . "Connection: close\r\n\r\n";
+    my $raw = do { local $/; <$s> };
+    close $s;
+    my $r = UnicoTest::parse_response($raw // '');
+    croak "mock stats: $r->{status}" unless $r->{status} == 200;
+    return decode_json($r->{body});
+}
+
+
 # The mock's token calls and their claims.
 sub token_claims {
     my ($self) = @_;
