@@ -35,6 +35,36 @@ use UnicoTest;
 my $T0 = time;
 my @ids = UnicoFleet::ids(30, 'main');
 
+# docs/fleet.md shows the configurations this test runs (t/lib/UnicoFleet.pm
+# writes them for loopback ports): the lines that make the fleet work are
+# in both
+{
+    use DocExamples;
+    my $repo = UnicoTest->repo;
+    my $edge = DocExamples::block($repo, 'docs/fleet.md', qr/^The edge$/);
+    my $shield = DocExamples::block($repo, 'docs/fleet.md', qr/^The shield$/);
+    my $lib = UnicoTest->slurp("$repo/t/lib/UnicoFleet.pm");
+    for my $re (qr/hash \s+ \\?\$unico_process \s+ consistent;/x,
+                qr/proxy_next_upstream \s+ error \s timeout \s http_429;/x,
+                qr/proxy_hide_header \s+ X-Unico-Selfie-Reason;/x,
+                qr/proxy_intercept_errors \s+ on;/x,
+                qr/error_page \s+ 429 \s = \s \\?\@fleet_busy;/x,
+                qr/add_header \s+ Retry-After \s 1 \s always;/x) {
+        like($edge->{text}, $re, "docs/fleet.md, the edge: $re");
+        like($lib, $re, '... as tested');
+    }
+    for my $re (qr/add_header \s+ X-Unico-Selfie-Reason \s+ \\?\$unico_selfie_reason \s+ always;/x,
+                qr/error_page \s+ 502 \s = \s \\?\@unico_502;/x,
+                qr/if \s \(\\?\$unico_shield_local\) \s \{ \s return \s 429; \s \} \s return \s 502;/x,
+                qr/instance \s+ shield-/x) {
+        like($shield->{text}, $re, "docs/fleet.md, the shield: $re");
+        like($lib, $re, '... as tested');
+    }
+    my @reasons = $shield->{text} =~ /^\s+(\w+)\s+1;$/mg;
+    is(join(" ", sort @reasons), join(" ", sort split / /, $UnicoFleet::LOCAL),
+       'the shield-local reasons: the same in the docs and the test');
+}
+
 # every answer 200 and byte-exact for its path's processId
 sub all_exact {
     my ($name, $reqs, @r) = @_;
