@@ -93,7 +93,7 @@ my @shields = $f->shields;
 
 # the first requests at the start of a second: the three shields mint
 # their assertions in the same second
-sleep 0.02 while time - int(time) > 0.3;
+sleep 0.01 while time - int(time) > 0.1;
 my $reqs = $f->spread(10, @ids);
 my $r;
 my $t = time;
