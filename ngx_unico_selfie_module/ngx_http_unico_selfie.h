@@ -13,14 +13,7 @@
 #include <ngx_http.h>
 
 #include "unico_selfie_payload.h"
-
-
-/*
- * A request waiting for a token, a budget, its leader or its subrequest:
- * distinct from NGX_AGAIN, which the output filter returns for a response
- * not yet written whole.
- */
-#define NGX_HTTP_UNICO_WAITING  NGX_BUSY
+#include "unico_selfie_hash.h"
 
 
 /*
@@ -32,8 +25,9 @@
 
 /*
  * Every way a request can end.  The order is the order of
- * ngx_http_unico_selfie_outcomes[] in the handler: the one table that maps
- * an outcome to its status, log level, log text and $unico_selfie_reason.
+ * ngx_http_unico_selfie_outcomes[] in ngx_http_unico_selfie_outcome.c: the
+ * one table that maps an outcome to its status, log level, log text and
+ * $unico_selfie_reason.
  */
 typedef enum {
     NGX_HTTP_UNICO_OK = 0,
@@ -79,10 +73,47 @@ typedef enum {
 } ngx_http_unico_selfie_outcome_e;
 
 
+/*
+ * The request is a pipeline of stages in this order; the handler owns the
+ * order and ctx->stage (ngx_http_unico_selfie_handler.c).  A stage takes
+ * the request and answers
+ *
+ *     NGX_OK     go on to the next stage;
+ *     NGX_AGAIN  wait: the stage has arranged to be woken, and the request
+ *                then re-enters the pipeline at the same stage;
+ *     NGX_DONE   the answer is known: ctx->outcome (and ctx->image when it
+ *                is NGX_HTTP_UNICO_OK); the handler responds.
+ *
+ * No stage calls the handler: a stage wakes its request with
+ * ngx_http_unico_selfie_wake(), which re-runs nginx's phase engine, as
+ * ngx_http_auth_request_module's subrequests re-enter its handler.
+ */
+typedef enum {
+    NGX_HTTP_UNICO_STAGE_REQUEST = 0,   /* method, processId, body */
+    NGX_HTTP_UNICO_STAGE_SIGNATURE,     /* a signed URL */
+    NGX_HTTP_UNICO_STAGE_CREDENTIALS,   /* who asks Unico */
+    NGX_HTTP_UNICO_STAGE_CACHE,         /* the shared cache */
+    NGX_HTTP_UNICO_STAGE_COALESCE,      /* another request's call */
+    NGX_HTTP_UNICO_STAGE_BUDGET,        /* the Unico call budget */
+    NGX_HTTP_UNICO_STAGE_TOKEN,         /* a service account's token */
+    NGX_HTTP_UNICO_STAGE_FETCH,         /* the call to Get Selfie */
+    NGX_HTTP_UNICO_STAGE_DECODE,        /* its answer, into an image */
+    NGX_HTTP_UNICO_STAGE_RESPOND
+} ngx_http_unico_selfie_stage_e;
+
+
 typedef struct ngx_http_unico_selfie_account_s  ngx_http_unico_selfie_account_t;
 typedef struct ngx_http_unico_selfie_ctx_s  ngx_http_unico_selfie_ctx_t;
+typedef struct ngx_http_unico_selfie_fetch_s  ngx_http_unico_selfie_fetch_t;
 typedef struct ngx_http_unico_selfie_cache_s  ngx_http_unico_selfie_cache_t;
 typedef struct ngx_http_unico_selfie_budget_s  ngx_http_unico_selfie_budget_t;
+
+typedef ngx_int_t (*ngx_http_unico_selfie_stage_pt)(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+
+/* called with the parent request when a fetch has come to an end */
+typedef void (*ngx_http_unico_selfie_fetch_pt)(ngx_http_request_t *r,
+    ngx_http_unico_selfie_fetch_t *f, ngx_int_t rc);
 
 
 typedef struct {
@@ -108,17 +139,15 @@ typedef struct {
 
 
 /*
- * The main request's context; a token subrequest gets one of its own for
- * collecting the answer, with main pointing to the request's.
+ * One call through an internal location, the selfie's or a token's: what
+ * the subrequest sends through the module's variables, and its answer as
+ * the module's body filter collects it.  Set as the subrequest's context.
  */
-struct ngx_http_unico_selfie_ctx_s {
+struct ngx_http_unico_selfie_fetch_s {
     ngx_http_request_t        *subrequest;
-    ngx_http_unico_selfie_ctx_t  *main;
-    ngx_str_t                  process_id;
     ngx_str_t                  authorization; /* "Bearer <token>" */
-    ngx_str_t                  token_body;    /* the token request's form */
+    ngx_str_t                  form;          /* a token request's body */
 
-    /* Unico's answer as it arrives through the body filter */
     ngx_uint_t                 status;
     ngx_str_t                  retry_after;
     u_char                    *body;
@@ -127,68 +156,136 @@ struct ngx_http_unico_selfie_ctx_s {
     size_t                     body_max;
 
     ngx_msec_t                 start;
-    ngx_msec_t                 upstream_time;
-    size_t                     image_len;
-    ngx_http_unico_selfie_outcome_e  outcome;
-    ngx_uint_t                 log_level;     /* saved while quiet */
-    ngx_uint_t                 quiet_count;   /* fetches keeping it quiet */
+    ngx_msec_t                 time;
+    ngx_http_unico_selfie_outcome_e  outcome; /* of the transfer */
 
-    /* service account */
-    ngx_http_unico_selfie_account_t  *account;
-    ngx_uint_t                 generation;    /* of the token used */
-    ngx_uint_t                 refresh;       /* a token request's number */
-    ngx_event_t                wait_ev;       /* token, budget, leader */
-    ngx_msec_t                 wait_start;
+    ngx_http_unico_selfie_fetch_pt   handler;
+    void                      *data;
 
-    /* coalescing: the leader's flight and followers, or a follower's link */
-    ngx_str_node_t             flight;
-    ngx_queue_t                followers;
-    ngx_queue_t                follower;
-    u_char                     key[UNICO_SELFIE_KEY_LEN];
-    unico_image_t              image;         /* a follower's or a hit */
-
-    unsigned                   waiting:1;     /* subrequest in flight */
     unsigned                   done:1;        /* post_subrequest has run */
     unsigned                   last:1;        /* saw the final buffer */
     unsigned                   timed_out:1;
+    unsigned                   aborted:1;     /* the client left */
     unsigned                   quiet:1;       /* holds a quiet_count */
-    unsigned                   waiting_token:1;
-    unsigned                   retried:1;     /* after a 401 */
-    unsigned                   token_fresh:1; /* waited for a new token */
-    unsigned                   leading:1;
-    unsigned                   following:1;
-    unsigned                   rejoin:1;      /* its leader ended early */
-    unsigned                   budget_waiting:1;
-    unsigned                   cached:1;      /* served from the cache */
-    unsigned                   key_set:1;
-    unsigned                   waited:1;      /* its client may have gone */
+    unsigned                   error_body:1;  /* read an error's body too */
 };
 
 
+/* The main request's context. */
+struct ngx_http_unico_selfie_ctx_s {
+    ngx_http_unico_selfie_stage_e    stage;
+    ngx_http_unico_selfie_outcome_e  outcome;
+
+    ngx_str_t                  process_id;
+    ngx_str_t                  authorization; /* "Bearer <token>" */
+    u_char                     key[UNICO_SELFIE_KEY_LEN];
+
+    ngx_http_unico_selfie_fetch_t    fetch;   /* the call to Get Selfie */
+
+    /* the answer: Unico's, a cache hit's or another request's */
+    unico_image_t              image;
+    ngx_uint_t                 status;        /* Unico's status */
+    ngx_str_t                  retry_after;
+    ngx_msec_t                 upstream_time;
+
+    /* nginx's debug log, paused while a token is in use */
+    ngx_uint_t                 log_level;
+    ngx_uint_t                 quiet_count;
+
+    /* the token stage */
+    ngx_http_unico_selfie_account_t  *account;
+    ngx_uint_t                 generation;    /* of the token used */
+    ngx_event_t                token_ev;
+    ngx_msec_t                 token_wait;
+
+    /* the cache stage: another worker's call for the same selfie, or the
+     * flight this request marked in the zone */
+    ngx_event_t                cache_ev;
+    ngx_http_unico_selfie_cache_t   *flight_cache;
+
+    /* a hit, sent from the zone: the entry it holds */
+    ngx_http_unico_selfie_cache_t   *hit_cache;
+    void                      *hit_entry;
+    u_char                     etag[UNICO_ETAG_LEN];
+
+    /* the budget stage */
+    ngx_event_t                budget_ev;
+    ngx_msec_t                 budget_wait;
+
+    /* the coalescing stage: the leader's flight and followers, or a
+     * follower's link */
+    ngx_str_node_t             flight;
+    ngx_queue_t                followers;
+    ngx_queue_t                follower;
+    ngx_event_t                follow_ev;
+
+    unsigned                   waiting:1;     /* a stage waits */
+    unsigned                   waited:1;      /* its client may have gone */
+    unsigned                   logged:1;
+    unsigned                   retried:1;     /* after a 401 */
+    unsigned                   token_fresh:1; /* waited for a new token */
+    unsigned                   token_polling:1;
+    unsigned                   refreshing:1;  /* its own token request */
+    unsigned                   budget_waiting:1;
+    unsigned                   budget_taken:1;
+    unsigned                   leading:1;
+    unsigned                   following:1;
+    unsigned                   answered:1;    /* its leader answered */
+    unsigned                   rejoin:1;      /* its leader ended early */
+    unsigned                   cached:1;      /* served from the cache */
+    unsigned                   etag_set:1;
+    unsigned                   cache_waiting:1;
+};
+
+
+/*
+ * A waiting stage's event has come: the request re-enters the pipeline
+ * (nginx's content phase calls the handler again).
+ */
+static ngx_inline void
+ngx_http_unico_selfie_wake(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+    ctx->waiting = 0;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* the handler: ngx_http_unico_selfie_handler.c */
 ngx_int_t ngx_http_unico_selfie_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_unico_selfie_start(ngx_http_request_t *r,
+ngx_http_unico_selfie_ctx_t *ngx_http_unico_selfie_get_ctx(
+    ngx_http_request_t *r);
+
+/* the outcome table: ngx_http_unico_selfie_outcome.c */
+const ngx_str_t *ngx_http_unico_selfie_outcome_name(
+    ngx_http_unico_selfie_outcome_e outcome);
+ngx_uint_t ngx_http_unico_selfie_outcome_status(
+    ngx_http_unico_selfie_outcome_e outcome);
+void ngx_http_unico_selfie_outcome_log(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
-void ngx_http_unico_selfie_continue(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, ngx_int_t rc);
-ngx_int_t ngx_http_unico_selfie_fail(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_outcome_e outcome);
-void ngx_http_unico_selfie_quiet(ngx_http_request_t *r,
+ngx_http_unico_selfie_outcome_e ngx_http_unico_selfie_payload_outcome(
+    unico_payload_rc_e rc);
+
+/* method, processId, credentials: ngx_http_unico_selfie_request.c */
+ngx_int_t ngx_http_unico_selfie_request_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
-void ngx_http_unico_selfie_unquiet(ngx_http_request_t *r,
+ngx_int_t ngx_http_unico_selfie_credentials_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
 
-ngx_int_t ngx_http_unico_selfie_proceed(ngx_http_request_t *r,
+/* signed URLs: ngx_http_unico_selfie_signature.c */
+char *ngx_http_unico_selfie_signature_keys(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_http_unico_selfie_signature_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
-ngx_int_t ngx_http_unico_selfie_deliver(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx);
-ngx_int_t ngx_http_unico_selfie_fetch_done(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, ngx_int_t rc);
-ngx_int_t ngx_http_unico_selfie_fetch_aborted(ngx_http_request_t *r,
-    ngx_int_t rc);
-ngx_int_t ngx_http_unico_selfie_fetch_rc(ngx_http_request_t *r,
-    ngx_int_t rc);
 
-/* coalescing, cache, budget: ngx_http_unico_selfie_cache.c */
+/* the cache: ngx_http_unico_selfie_cache.c */
 char *ngx_http_unico_selfie_cache_zone(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_unico_selfie_cache(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -196,63 +293,77 @@ char *ngx_http_unico_selfie_cache(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_http_unico_selfie_cache_merge(ngx_conf_t *cf,
     ngx_http_unico_selfie_loc_conf_t *conf,
     ngx_http_unico_selfie_loc_conf_t *prev);
-ngx_int_t ngx_http_unico_selfie_cache_get(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, unico_image_t *image);
-void ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, unico_image_t *image);
-ngx_int_t ngx_http_unico_selfie_coalesce_join(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx);
-void ngx_http_unico_selfie_coalesce_done(ngx_http_unico_selfie_ctx_t *ctx,
-    ngx_http_unico_selfie_outcome_e outcome, unico_image_t *image);
-void ngx_http_unico_selfie_coalesce_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
-char *ngx_http_unico_selfie_budget(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 ngx_int_t ngx_http_unico_selfie_cache_init_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_cache_flight_end(ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_cache_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
 size_t ngx_http_unico_selfie_cache_metrics_len(ngx_cycle_t *cycle);
 u_char *ngx_http_unico_selfie_cache_metrics(ngx_cycle_t *cycle, u_char *p);
-ngx_int_t ngx_http_unico_selfie_budget_take(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx);
-void ngx_http_unico_selfie_budget_refund(ngx_http_request_t *r);
 
-/* the service account: ngx_http_unico_selfie_token.c */
+/* coalescing: ngx_http_unico_selfie_coalesce.c */
+ngx_int_t ngx_http_unico_selfie_coalesce_stage(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_coalesce_publish(ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_coalesce_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
+
+/* the call budget: ngx_http_unico_selfie_budget.c */
+char *ngx_http_unico_selfie_budget(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_unico_selfie_budget_stage(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_budget_refund(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_budget_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
+
+/* service accounts: ngx_http_unico_selfie_token.c */
 char *ngx_http_unico_selfie_service_account(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 char *ngx_http_unico_selfie_account(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx);
-void ngx_http_unico_selfie_account_reject(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx);
-void ngx_http_unico_selfie_account_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
-ngx_int_t ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
-    ngx_int_t rc);
 ngx_int_t ngx_http_unico_selfie_token_init(ngx_cycle_t *cycle);
 void ngx_http_unico_selfie_account_id(ngx_http_unico_selfie_account_t *acct,
     ngx_str_t *id);
+ngx_int_t ngx_http_unico_selfie_token_stage(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_token_reject(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_token_cleanup(ngx_http_unico_selfie_ctx_t *ctx);
+void ngx_http_unico_selfie_token_counts(ngx_cycle_t *cycle,
+    ngx_atomic_uint_t *ok, ngx_atomic_uint_t *failed);
+
+/* subrequests and their answers: ngx_http_unico_selfie_fetch.c */
+ngx_int_t ngx_http_unico_selfie_fetch_stage(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+ngx_int_t ngx_http_unico_selfie_fetch(ngx_http_request_t *r,
+    ngx_http_unico_selfie_fetch_t *f, ngx_str_t *uri, ngx_uint_t flags);
+void ngx_http_unico_selfie_fetch_reset(ngx_http_request_t *r,
+    ngx_http_unico_selfie_fetch_t *f);
+ngx_uint_t ngx_http_unico_selfie_client_gone(ngx_http_request_t *r);
 ngx_int_t ngx_http_unico_selfie_filter_init(ngx_conf_t *cf);
+void ngx_http_unico_selfie_quiet(ngx_http_request_t *r,
+    ngx_http_unico_selfie_fetch_t *f);
+void ngx_http_unico_selfie_unquiet(ngx_http_request_t *r,
+    ngx_http_unico_selfie_fetch_t *f);
 
-/* signed URLs: ngx_http_unico_selfie_signature.c */
-char *ngx_http_unico_selfie_signature_keys(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
-ngx_http_unico_selfie_outcome_e ngx_http_unico_selfie_signature_check(
-    ngx_http_request_t *r, ngx_http_unico_selfie_loc_conf_t *uslcf,
-    ngx_str_t *id);
+/* Unico's answer, into an image: ngx_http_unico_selfie_decode.c */
+ngx_int_t ngx_http_unico_selfie_decode_stage(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
 
-/* Cache-Control, ETag, ranges: ngx_http_unico_selfie_http.c */
+/* the response: ngx_http_unico_selfie_respond.c */
 char *ngx_http_unico_selfie_cache_control(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_http_unico_selfie_set_cache_headers(ngx_http_request_t *r,
-    u_char *image, size_t len);
+ngx_int_t ngx_http_unico_selfie_send_image(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
+ngx_int_t ngx_http_unico_selfie_send_failure(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx);
 
 /* counters: ngx_http_unico_selfie_metrics.c */
 char *ngx_http_unico_selfie_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_unico_selfie_metrics_init(ngx_conf_t *cf);
-void ngx_http_unico_selfie_metrics_token_refresh(ngx_uint_t ok);
-ngx_http_unico_selfie_ctx_t *ngx_http_unico_selfie_get_ctx(
-    ngx_http_request_t *r);
-const ngx_str_t *ngx_http_unico_selfie_outcome_name(
-    ngx_http_unico_selfie_outcome_e outcome);
 
 
 extern ngx_module_t  ngx_http_unico_selfie_module;

@@ -2,16 +2,16 @@
 /*
  * Copyright (C) ngx_unico_selfie_module authors
  *
- * Protecting the Unico tenant and the latency of the page:
+ * The cache stage: optional, decoded selfies in a shared-memory zone, with
+ * a TTL and a size bound, least recently used evicted first, expired ones
+ * wiped within about a second whether asked for or not.
  *
- *   coalescing  concurrent requests for the same processId in a worker
- *               share one Unico call: the first is the leader, the others
- *               wait for its answer and get a copy of it;
- *   cache       optional: decoded selfies in a shared-memory zone, with a
- *               TTL and a size bound, least recently used evicted first;
- *   budget      optional: a token bucket shared by all workers that bounds
- *               the calls to Unico; over it a request waits a bounded time
- *               or gets 503 with Retry-After, instead of the tenant 429.
+ * The zone also coalesces across workers: the first request to miss a
+ * selfie marks a flight for it in the zone; a request of another worker
+ * that misses it meanwhile waits (polling the zone, without blocking its
+ * worker) for the image to be stored, or for the failure the flight ended
+ * with, instead of calling Unico too.  Within a worker, the coalescing
+ * stage does the same without the zone.
  */
 
 
@@ -19,14 +19,23 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include <openssl/evp.h>
-
 #include "ngx_http_unico_selfie.h"
+#include "unico_selfie_hash.h"
 
 
-#define NGX_HTTP_UNICO_BUDGET_POLL  10          /* ms */
 #define NGX_HTTP_UNICO_CACHE_SWEEP  1000        /* ms */
+#define NGX_HTTP_UNICO_FLIGHT_POLL  20          /* ms */
+#define NGX_HTTP_UNICO_FLIGHT_MAX   60000       /* ms a flight is waited for */
+#define NGX_HTTP_UNICO_FLIGHT_FAIL  1000        /* ms a failure is shared */
+#define NGX_HTTP_UNICO_RETRY_AFTER  32
 
+
+/*
+ * A selfie in the zone.  Hits are sent from the zone itself, without a
+ * copy: each response that sends it holds a reference, and an entry that
+ * leaves the cache (expired, evicted, replaced) while referenced is only
+ * unlinked; the last reference wipes and frees it.
+ */
 
 typedef struct {
     ngx_str_node_t             sn;            /* processId + credentials */
@@ -36,8 +45,26 @@ typedef struct {
     ngx_uint_t                 type;
     size_t                     len;
     u_char                    *data;
+    ngx_uint_t                 refs;          /* responses sending it */
+    unsigned                   gone:1;        /* unlinked, awaits refs 0 */
+    u_char                     etag[UNICO_ETAG_LEN];
     u_char                     key[UNICO_SELFIE_KEY_LEN];
 } ngx_http_unico_selfie_entry_t;
+
+
+/* a call to Unico in flight in some worker, or the failure it ended with */
+
+typedef struct {
+    ngx_str_node_t             sn;
+    ngx_pid_t                  pid;           /* the worker that calls */
+    ngx_msec_t                 expires;
+    ngx_uint_t                 failed;        /* ended: outcome and status */
+    ngx_uint_t                 outcome;
+    ngx_uint_t                 status;
+    size_t                     retry_after_len;
+    u_char                     retry_after[NGX_HTTP_UNICO_RETRY_AFTER];
+    u_char                     key[UNICO_SELFIE_KEY_LEN];
+} ngx_http_unico_selfie_flight_t;
 
 
 typedef struct {
@@ -45,6 +72,9 @@ typedef struct {
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                queue;
     ngx_queue_t                expiry;
+
+    ngx_rbtree_t               flights;
+    ngx_rbtree_node_t          flights_sentinel;
 
     /* for the metrics page, under the zone's mutex */
     ngx_uint_t                 entries;
@@ -65,50 +95,29 @@ struct ngx_http_unico_selfie_cache_s {
 };
 
 
-typedef struct {
-    uint64_t                   tokens;        /* in 1/1000 of a call */
-    ngx_msec_t                 last;
-} ngx_http_unico_selfie_budget_sh_t;
-
-
-struct ngx_http_unico_selfie_budget_s {
-    ngx_uint_t                 rate;          /* calls per 1000 s */
-    ngx_uint_t                 burst;         /* calls */
-    ngx_msec_t                 wait;
-    ngx_shm_zone_t            *zone;
-    ngx_slab_pool_t           *shpool;
-    ngx_http_unico_selfie_budget_sh_t  *sh;
-};
-
-
 /* every second each worker wipes the selfies whose TTL has passed */
 
 static ngx_event_t        ngx_http_unico_selfie_sweep_ev;
 
 
-/* this worker's calls in flight, by processId and credentials */
-
-static ngx_rbtree_t       ngx_http_unico_selfie_flights;
-static ngx_rbtree_node_t  ngx_http_unico_selfie_flights_sentinel;
-static ngx_uint_t         ngx_http_unico_selfie_flights_init;
-
-
 static ngx_uint_t ngx_http_unico_selfie_reserved_zone(ngx_str_t *name);
 static ngx_int_t ngx_http_unico_selfie_cache_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
-static ngx_int_t ngx_http_unico_selfie_budget_init_zone(
-    ngx_shm_zone_t *shm_zone, void *data);
-static ngx_int_t ngx_http_unico_selfie_key(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, ngx_str_t *key, uint32_t *hash);
 static void ngx_http_unico_selfie_cache_evict(
+    ngx_http_unico_selfie_cache_t *cache, ngx_http_unico_selfie_entry_t *e);
+static void ngx_http_unico_selfie_cache_free(
     ngx_http_unico_selfie_cache_t *cache, ngx_http_unico_selfie_entry_t *e);
 static void ngx_http_unico_selfie_cache_purge(
     ngx_http_unico_selfie_cache_t *cache, time_t now);
 static ngx_http_unico_selfie_cache_t *ngx_http_unico_selfie_cache_next(
     ngx_cycle_t *cycle, ngx_list_part_t **part, ngx_uint_t *i);
 static void ngx_http_unico_selfie_cache_sweep(ngx_event_t *ev);
-static void ngx_http_unico_selfie_wake(ngx_event_t *ev);
-static void ngx_http_unico_selfie_budget_retry(ngx_event_t *ev);
+static ngx_int_t ngx_http_unico_selfie_cache_flight(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_cache_t *cache,
+    ngx_str_t *key, uint32_t hash);
+static void ngx_http_unico_selfie_cache_flight_wake(ngx_event_t *ev);
+static void ngx_http_unico_selfie_cache_flight_remove(
+    ngx_http_unico_selfie_cache_t *cache, ngx_http_unico_selfie_flight_t *fl);
 
 
 /* unico_selfie_cache_zone <name>:<size> [ttl=<time>]; */
@@ -306,6 +315,8 @@ ngx_http_unico_selfie_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&cache->sh->queue);
     ngx_queue_init(&cache->sh->expiry);
+    ngx_rbtree_init(&cache->sh->flights, &cache->sh->flights_sentinel,
+                    ngx_str_rbtree_insert_value);
 
     len = sizeof(" in unico_selfie_cache_zone \"\"") + shm_zone->shm.name.len;
 
@@ -325,78 +336,17 @@ ngx_http_unico_selfie_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * The key of a flight or a cache entry: the processId in lower case and
- * who asks, a digest of the API prefix and the credentials (the service
- * account's fingerprint, or the token): the same across reloads, and never
- * the same for two tenants.  Computed once per request.
+ * The cache stage: NGX_DONE, a hit, copied into the request's pool, or the
+ * failure another worker's call for it just ended with; NGX_AGAIN, another
+ * worker is calling for it; NGX_OK, a miss (or no cache): the request goes
+ * on, and its worker calls.
  */
 
-static ngx_int_t
-ngx_http_unico_selfie_key(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, ngx_str_t *key, uint32_t *hash)
-{
-    u_char                             md[EVP_MAX_MD_SIZE];
-    ngx_str_t                          cred;
-    unsigned int                       n;
-    EVP_MD_CTX                        *mdctx;
-    ngx_http_unico_selfie_loc_conf_t  *uslcf;
-
-    key->data = ctx->key;
-    key->len = UNICO_SELFIE_KEY_LEN;
-
-    if (ctx->key_set) {
-        *hash = ngx_crc32_short(key->data, key->len);
-        return NGX_OK;
-    }
-
-    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
-
-    if (uslcf->account) {
-        ngx_http_unico_selfie_account_id(uslcf->account, &cred);
-
-    } else {
-        cred = ctx->authorization;
-    }
-
-    mdctx = EVP_MD_CTX_new();
-    if (mdctx == NULL) {
-        return NGX_ERROR;
-    }
-
-    n = 0;
-
-    if (EVP_DigestInit_ex(mdctx, EVP_sha256(), NULL) != 1
-        || EVP_DigestUpdate(mdctx, uslcf->api.data, uslcf->api.len) != 1
-        || EVP_DigestUpdate(mdctx, uslcf->account ? "\na" : "\nt", 2) != 1
-        || EVP_DigestUpdate(mdctx, cred.data, cred.len) != 1
-        || EVP_DigestFinal_ex(mdctx, md, &n) != 1
-        || n < UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN)
-    {
-        EVP_MD_CTX_free(mdctx);
-        return NGX_ERROR;
-    }
-
-    EVP_MD_CTX_free(mdctx);
-
-    ngx_strlow(ctx->key, ctx->process_id.data, UNICO_UUID_LEN);
-    ngx_memcpy(ctx->key + UNICO_UUID_LEN, md,
-               UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN);
-
-    ctx->key_set = 1;
-
-    *hash = ngx_crc32_short(key->data, key->len);
-
-    return NGX_OK;
-}
-
-
-/* NGX_OK: a hit, copied into the request's pool; NGX_DECLINED: a miss */
-
 ngx_int_t
-ngx_http_unico_selfie_cache_get(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, unico_image_t *image)
+ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx)
 {
-    u_char                            *p;
+    ngx_int_t                          rc;
     uint32_t                           hash;
     ngx_str_t                          key;
     ngx_str_node_t                    *sn;
@@ -408,12 +358,12 @@ ngx_http_unico_selfie_cache_get(ngx_http_request_t *r,
     cache = uslcf->cache;
 
     if (cache == NULL) {
-        return NGX_DECLINED;
+        return NGX_OK;
     }
 
-    if (ngx_http_unico_selfie_key(r, ctx, &key, &hash) != NGX_OK) {
-        return NGX_DECLINED;
-    }
+    key.data = ctx->key;
+    key.len = UNICO_SELFIE_KEY_LEN;
+    hash = ngx_crc32_short(key.data, key.len);
 
     ngx_shmtx_lock(&cache->shpool->mutex);
 
@@ -422,41 +372,267 @@ ngx_http_unico_selfie_cache_get(ngx_http_request_t *r,
     sn = ngx_str_rbtree_lookup(&cache->sh->rbtree, &key, hash);
 
     if (sn == NULL) {
-        cache->sh->misses++;
+        if (!ctx->cache_waiting) {
+            cache->sh->misses++;
+        }
+
+        rc = ngx_http_unico_selfie_cache_flight(r, ctx, cache, &key, hash);
+
         ngx_shmtx_unlock(&cache->shpool->mutex);
-        return NGX_DECLINED;
+
+        if (rc == NGX_AGAIN) {
+            ctx->cache_ev.handler = ngx_http_unico_selfie_cache_flight_wake;
+            ctx->cache_ev.data = r;
+            ctx->cache_ev.log = r->connection->log;
+
+            ngx_add_timer(&ctx->cache_ev, NGX_HTTP_UNICO_FLIGHT_POLL);
+        }
+
+        return rc;
     }
+
+    ctx->cache_waiting = 0;
 
     e = (ngx_http_unico_selfie_entry_t *) sn;
 
     ngx_queue_remove(&e->queue);
     ngx_queue_insert_head(&cache->sh->queue, &e->queue);
 
-    /* a copy: the entry may be evicted while the response is sent */
+    /* sent from the zone: the entry stays until the response is done */
 
-    p = ngx_palloc(r->pool, e->len);
-    if (p == NULL) {
-        ngx_shmtx_unlock(&cache->shpool->mutex);
-        return NGX_DECLINED;
-    }
-
+    e->refs++;
     cache->sh->hits++;
 
-    ngx_memcpy(p, e->data, e->len);
+    ctx->image.data = e->data;
+    ctx->image.len = e->len;
+    ctx->image.type = e->type;
 
-    image->data = p;
-    image->len = e->len;
-    image->type = e->type;
+    ngx_memcpy(ctx->etag, e->etag, UNICO_ETAG_LEN);
+    ctx->etag_set = 1;
 
     ngx_shmtx_unlock(&cache->shpool->mutex);
 
-    return NGX_OK;
+    ctx->hit_cache = cache;
+    ctx->hit_entry = e;
+    ctx->cached = 1;
+    ctx->outcome = NGX_HTTP_UNICO_OK;
+
+    return NGX_DONE;
 }
 
 
+/*
+ * On a miss, the zone is locked: NGX_OK, this worker calls (a flight is
+ * marked, or already its own); NGX_AGAIN, another worker's call is in
+ * flight; NGX_DONE, that call just failed and its failure is the answer.
+ */
+
+static ngx_int_t
+ngx_http_unico_selfie_cache_flight(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_cache_t *cache,
+    ngx_str_t *key, uint32_t hash)
+{
+    u_char                          *p;
+    ngx_msec_t                       now;
+    ngx_str_node_t                  *sn;
+    ngx_http_unico_selfie_flight_t  *fl;
+
+    now = ngx_current_msec;
+
+    sn = ngx_str_rbtree_lookup(&cache->sh->flights, key, hash);
+    fl = (ngx_http_unico_selfie_flight_t *) sn;
+
+    if (fl
+        && ((ngx_msec_int_t) (fl->expires - now) <= 0
+            || (fl->failed && !ctx->cache_waiting)))
+    {
+        /*
+         * A call that outlived any wait, or one that failed: its failure
+         * is for the requests that waited for it, never cached for those
+         * that come after.
+         */
+
+        ngx_http_unico_selfie_cache_flight_remove(cache, fl);
+        fl = NULL;
+    }
+
+    if (fl == NULL) {
+        ctx->cache_waiting = 0;
+
+        fl = ngx_slab_calloc_locked(cache->shpool,
+                                    sizeof(ngx_http_unico_selfie_flight_t));
+        if (fl == NULL) {
+            /* no room: this worker calls without telling the others */
+            return NGX_OK;
+        }
+
+        ngx_memcpy(fl->key, key->data, key->len);
+
+        fl->sn.node.key = hash;
+        fl->sn.str.data = fl->key;
+        fl->sn.str.len = key->len;
+        fl->pid = ngx_pid;
+        fl->expires = now + NGX_HTTP_UNICO_FLIGHT_MAX;
+
+        ngx_rbtree_insert(&cache->sh->flights, &fl->sn.node);
+
+        ctx->flight_cache = cache;
+
+        return NGX_OK;
+    }
+
+    if (fl->failed) {
+        ctx->cache_waiting = 0;
+        ctx->outcome = fl->outcome;
+        ctx->status = fl->status;
+
+        if (fl->retry_after_len) {
+            p = ngx_pnalloc(r->pool, fl->retry_after_len);
+            if (p) {
+                ngx_memcpy(p, fl->retry_after, fl->retry_after_len);
+                ctx->retry_after.data = p;
+                ctx->retry_after.len = fl->retry_after_len;
+            }
+        }
+
+        return NGX_DONE;
+    }
+
+    if (fl->pid == ngx_pid) {
+        /* this worker's call: the coalescing stage joins it */
+        ctx->cache_waiting = 0;
+        return NGX_OK;
+    }
+
+    ctx->cache_waiting = 1;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_unico_selfie_cache_flight_wake(ngx_event_t *ev)
+{
+    ngx_http_request_t           *r;
+    ngx_http_unico_selfie_ctx_t  *ctx;
+
+    r = ev->data;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+
+    ngx_http_unico_selfie_wake(r, ctx);
+}
+
+
+/*
+ * The end of the flight this request marked: its image is in the zone now
+ * (or could not be stored), or the failure it ended with is the answer of
+ * the other workers' requests waiting for it, for a second.  A request
+ * that ended within the gateway (its client left, an internal error) lets
+ * them call themselves.
+ */
+
+void
+ngx_http_unico_selfie_cache_flight_end(ngx_http_unico_selfie_ctx_t *ctx)
+{
+    uint32_t                         hash;
+    ngx_str_t                        key;
+    ngx_str_node_t                  *sn;
+    ngx_http_unico_selfie_cache_t   *cache;
+    ngx_http_unico_selfie_flight_t  *fl;
+
+    cache = ctx->flight_cache;
+
+    if (cache == NULL) {
+        return;
+    }
+
+    ctx->flight_cache = NULL;
+
+    key.data = ctx->key;
+    key.len = UNICO_SELFIE_KEY_LEN;
+    hash = ngx_crc32_short(key.data, key.len);
+
+    ngx_shmtx_lock(&cache->shpool->mutex);
+
+    sn = ngx_str_rbtree_lookup(&cache->sh->flights, &key, hash);
+    fl = (ngx_http_unico_selfie_flight_t *) sn;
+
+    if (fl == NULL || fl->pid != ngx_pid || fl->failed) {
+        ngx_shmtx_unlock(&cache->shpool->mutex);
+        return;
+    }
+
+    if (ctx->outcome == NGX_HTTP_UNICO_OK
+        || ctx->outcome == NGX_HTTP_UNICO_CLIENT_CLOSED
+        || ctx->outcome == NGX_HTTP_UNICO_INTERNAL)
+    {
+        ngx_http_unico_selfie_cache_flight_remove(cache, fl);
+        ngx_shmtx_unlock(&cache->shpool->mutex);
+        return;
+    }
+
+    fl->failed = 1;
+    fl->outcome = ctx->outcome;
+    fl->status = ctx->status;
+    fl->expires = ngx_current_msec + NGX_HTTP_UNICO_FLIGHT_FAIL;
+    fl->retry_after_len = ngx_min(ctx->retry_after.len,
+                                  NGX_HTTP_UNICO_RETRY_AFTER);
+    ngx_memcpy(fl->retry_after, ctx->retry_after.data, fl->retry_after_len);
+
+    ngx_shmtx_unlock(&cache->shpool->mutex);
+}
+
+
+static void
+ngx_http_unico_selfie_cache_flight_remove(ngx_http_unico_selfie_cache_t *cache,
+    ngx_http_unico_selfie_flight_t *fl)
+{
+    ngx_rbtree_delete(&cache->sh->flights, &fl->sn.node);
+    ngx_slab_free_locked(cache->shpool, fl);
+}
+
+
+/* a request that ends early lets go of its wait and of its flight */
+
+void
+ngx_http_unico_selfie_cache_cleanup(ngx_http_unico_selfie_ctx_t *ctx)
+{
+    ngx_http_unico_selfie_cache_t  *cache;
+    ngx_http_unico_selfie_entry_t  *e;
+
+    if (ctx->cache_ev.timer_set) {
+        ngx_del_timer(&ctx->cache_ev);
+    }
+
+    /* a hit's response is done: its reference to the entry goes */
+
+    cache = ctx->hit_cache;
+    e = ctx->hit_entry;
+
+    if (e) {
+        ctx->hit_entry = NULL;
+
+        ngx_shmtx_lock(&cache->shpool->mutex);
+
+        if (--e->refs == 0 && e->gone) {
+            ngx_http_unico_selfie_cache_free(cache, e);
+        }
+
+        ngx_shmtx_unlock(&cache->shpool->mutex);
+    }
+
+    if (ctx->flight_cache) {
+        ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
+        ngx_http_unico_selfie_cache_flight_end(ctx);
+    }
+}
+
+
+/* a fetched image, for the requests after this one */
+
 void
 ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx, unico_image_t *image)
+    ngx_http_unico_selfie_ctx_t *ctx)
 {
     uint32_t                           hash;
     ngx_str_t                          key;
@@ -465,6 +641,7 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
     ngx_queue_t                       *q;
     ngx_str_node_t                    *sn;
     ngx_http_unico_selfie_cache_t     *cache;
+    unico_image_t                     *image;
     ngx_http_unico_selfie_entry_t     *e, *prev;
     ngx_http_unico_selfie_loc_conf_t  *uslcf;
 
@@ -473,6 +650,15 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
 
     if (cache == NULL) {
         return;
+    }
+
+    image = &ctx->image;
+
+    /* the ETag is made once, here, for this response and every hit */
+
+    if (!ctx->etag_set) {
+        unico_etag(ctx->etag, image->data, image->len);
+        ctx->etag_set = 1;
     }
 
     /* one selfie never empties the cache to make room for itself */
@@ -484,9 +670,9 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
         return;
     }
 
-    if (ngx_http_unico_selfie_key(r, ctx, &key, &hash) != NGX_OK) {
-        return;
-    }
+    key.data = ctx->key;
+    key.len = UNICO_SELFIE_KEY_LEN;
+    hash = ngx_crc32_short(key.data, key.len);
 
     now = ngx_time();
 
@@ -543,6 +729,10 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
 
     ngx_memcpy(e->data, image->data, image->len);
     ngx_memcpy(e->key, key.data, key.len);
+    ngx_memcpy(e->etag, ctx->etag, UNICO_ETAG_LEN);
+
+    e->refs = 0;
+    e->gone = 0;
 
     e->len = image->len;
     e->type = image->type;
@@ -590,6 +780,20 @@ ngx_http_unico_selfie_cache_evict(ngx_http_unico_selfie_cache_t *cache,
     cache->sh->entries--;
     cache->sh->bytes -= e->len;
 
+    if (e->refs) {
+        /* still being sent: the last response frees it */
+        e->gone = 1;
+        return;
+    }
+
+    ngx_http_unico_selfie_cache_free(cache, e);
+}
+
+
+static void
+ngx_http_unico_selfie_cache_free(ngx_http_unico_selfie_cache_t *cache,
+    ngx_http_unico_selfie_entry_t *e)
+{
     /* biometric data: wiped, not just freed */
     ngx_explicit_memzero(e->data, e->len);
 
@@ -858,442 +1062,3 @@ ngx_http_unico_selfie_cache_merge(ngx_conf_t *cf,
 }
 
 
-/*
- * Coalescing: NGX_OK, the request leads (calls Unico); NGX_AGAIN, it
- * waits for the leader already calling.
- */
-
-ngx_int_t
-ngx_http_unico_selfie_coalesce_join(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx)
-{
-    uint32_t                      hash;
-    ngx_str_t                     key;
-    ngx_str_node_t               *sn;
-    ngx_http_unico_selfie_ctx_t  *leader;
-
-    if (!ngx_http_unico_selfie_flights_init) {
-        ngx_rbtree_init(&ngx_http_unico_selfie_flights,
-                        &ngx_http_unico_selfie_flights_sentinel,
-                        ngx_str_rbtree_insert_value);
-        ngx_http_unico_selfie_flights_init = 1;
-    }
-
-    if (ngx_http_unico_selfie_key(r, ctx, &key, &hash) != NGX_OK) {
-        /* no coalescing for this one: it calls on its own */
-        return NGX_DECLINED;
-    }
-
-    sn = ngx_str_rbtree_lookup(&ngx_http_unico_selfie_flights, &key, hash);
-
-    if (sn) {
-        leader = (ngx_http_unico_selfie_ctx_t *)
-                     ((u_char *) sn
-                      - offsetof(ngx_http_unico_selfie_ctx_t, flight));
-
-        ngx_queue_insert_tail(&leader->followers, &ctx->follower);
-        ctx->following = 1;
-
-        ctx->wait_ev.handler = ngx_http_unico_selfie_wake;
-        ctx->wait_ev.data = r;
-        ctx->wait_ev.log = r->connection->log;
-
-        return NGX_AGAIN;
-    }
-
-    ctx->flight.node.key = hash;
-    ctx->flight.str = key;
-    ngx_rbtree_insert(&ngx_http_unico_selfie_flights, &ctx->flight.node);
-    ngx_queue_init(&ctx->followers);
-    ctx->leading = 1;
-
-    return NGX_OK;
-}
-
-
-/*
- * The leader's answer: each follower gets the outcome, the status and a
- * copy of the image in its own pool, and is woken.  Also called from the
- * leader's pool cleanup with NGX_HTTP_UNICO_INTERNAL when it ends early.
- */
-
-void
-ngx_http_unico_selfie_coalesce_done(ngx_http_unico_selfie_ctx_t *ctx,
-    ngx_http_unico_selfie_outcome_e outcome, unico_image_t *image)
-{
-    u_char                       *p;
-    ngx_queue_t                  *q;
-    ngx_http_request_t           *fr;
-    ngx_http_unico_selfie_ctx_t  *f;
-
-    if (!ctx->leading) {
-        return;
-    }
-
-    ctx->leading = 0;
-    ngx_rbtree_delete(&ngx_http_unico_selfie_flights, &ctx->flight.node);
-
-    while (!ngx_queue_empty(&ctx->followers)) {
-        q = ngx_queue_head(&ctx->followers);
-        ngx_queue_remove(q);
-
-        f = ngx_queue_data(q, ngx_http_unico_selfie_ctx_t, follower);
-        fr = f->wait_ev.data;
-
-        f->following = 0;
-
-        if (image == NULL && (outcome == NGX_HTTP_UNICO_INTERNAL
-                              || outcome == NGX_HTTP_UNICO_CLIENT_CLOSED))
-        {
-            /* the leader ended early: the follower goes on alone */
-            f->rejoin = 1;
-            ngx_post_event(&f->wait_ev, &ngx_posted_events);
-            continue;
-        }
-
-        f->outcome = outcome;
-        f->status = ctx->status;
-        f->upstream_time = ctx->upstream_time;
-
-        if (outcome == NGX_HTTP_UNICO_UNICO_429 && ctx->retry_after.len) {
-            p = ngx_pnalloc(fr->pool, ctx->retry_after.len);
-            if (p) {
-                f->retry_after.len = ngx_cpymem(p, ctx->retry_after.data,
-                                                ctx->retry_after.len) - p;
-                f->retry_after.data = p;
-            }
-        }
-
-        if (outcome == NGX_HTTP_UNICO_OK) {
-            p = ngx_palloc(fr->pool, image->len);
-
-            if (p == NULL) {
-                f->outcome = NGX_HTTP_UNICO_INTERNAL;
-
-            } else {
-                ngx_memcpy(p, image->data, image->len);
-
-                f->image.data = p;
-                f->image.len = image->len;
-                f->image.type = image->type;
-            }
-        }
-
-        ngx_post_event(&f->wait_ev, &ngx_posted_events);
-    }
-}
-
-
-/* a follower's leader has answered */
-
-static void
-ngx_http_unico_selfie_wake(ngx_event_t *ev)
-{
-    ngx_int_t                     rc;
-    ngx_connection_t             *c;
-    ngx_http_request_t           *r;
-    ngx_http_unico_selfie_ctx_t  *ctx;
-
-    r = ev->data;
-    c = r->connection;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
-
-    if (ctx != NULL) {
-        if (ctx->rejoin) {
-            ctx->rejoin = 0;
-            rc = ngx_http_unico_selfie_proceed(r, ctx);
-
-        } else {
-            rc = ngx_http_unico_selfie_deliver(r, ctx);
-        }
-
-        if (rc != NGX_HTTP_UNICO_WAITING) {
-            ngx_http_finalize_request(r, rc);
-        }
-    }
-
-    ngx_http_run_posted_requests(c);
-}
-
-
-/* a request that ends early leaves its flight */
-
-void
-ngx_http_unico_selfie_coalesce_cleanup(ngx_http_unico_selfie_ctx_t *ctx)
-{
-    if (ctx->following) {
-        ngx_queue_remove(&ctx->follower);
-        ctx->following = 0;
-    }
-
-    if (ctx->leading) {
-        ngx_http_unico_selfie_coalesce_done(ctx, NGX_HTTP_UNICO_INTERNAL,
-                                            NULL);
-    }
-
-    if (ctx->wait_ev.posted) {
-        ngx_delete_posted_event(&ctx->wait_ev);
-    }
-}
-
-
-/* unico_selfie_budget <rate>r/s [burst=<n>] [wait=<time>]; */
-
-char *
-ngx_http_unico_selfie_budget(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_unico_selfie_loc_conf_t *uslcf = conf;
-
-    u_char                          *p;
-    ngx_int_t                        n;
-    ngx_str_t                       *value, name, s;
-    ngx_uint_t                       i;
-    ngx_http_unico_selfie_budget_t  *budget;
-
-    if (uslcf->budget != NGX_CONF_UNSET_PTR) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_strcmp(value[1].data, "off") == 0) {
-        uslcf->budget = NULL;
-        return NGX_CONF_OK;
-    }
-
-    budget = ngx_pcalloc(cf->pool, sizeof(ngx_http_unico_selfie_budget_t));
-    if (budget == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    p = value[1].data + value[1].len - 3;
-
-    if (value[1].len < 4 || ngx_strncmp(p, "r/s", 3) != 0
-        || (n = ngx_atoi(value[1].data, value[1].len - 3)) <= 0)
-    {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid rate \"%V\", expected <n>r/s",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    budget->rate = n * 1000;
-    budget->burst = n;
-    budget->wait = 1000;
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
-            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
-            if (n <= 0) {
-                goto invalid;
-            }
-
-            budget->burst = n;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "wait=", 5) == 0) {
-            s.data = value[i].data + 5;
-            s.len = value[i].len - 5;
-
-            budget->wait = ngx_parse_time(&s, 0);
-            if (budget->wait == (ngx_msec_t) NGX_ERROR) {
-                goto invalid;
-            }
-
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    ngx_str_set(&name, "unico_selfie_budget");
-
-    budget->zone = ngx_shared_memory_add(cf, &name, 8 * ngx_pagesize,
-                                         &ngx_http_unico_selfie_module);
-    if (budget->zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    budget->zone->init = ngx_http_unico_selfie_budget_init_zone;
-    budget->zone->data = budget;
-
-    uslcf->budget = budget;
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0, "invalid parameter \"%V\"",
-                       &value[i]);
-    return NGX_CONF_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_unico_selfie_budget_init_zone(ngx_shm_zone_t *shm_zone, void *data)
-{
-    ngx_http_unico_selfie_budget_t  *obudget = data;
-
-    ngx_slab_pool_t                 *shpool;
-    ngx_http_unico_selfie_budget_t  *budget;
-
-    budget = shm_zone->data;
-    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
-    budget->shpool = shpool;
-
-    if (obudget) {
-        budget->sh = obudget->sh;
-        return NGX_OK;
-    }
-
-    if (shm_zone->shm.exists) {
-        budget->sh = shpool->data;
-        return NGX_OK;
-    }
-
-    budget->sh = ngx_slab_calloc(shpool,
-                                 sizeof(ngx_http_unico_selfie_budget_sh_t));
-    if (budget->sh == NULL) {
-        return NGX_ERROR;
-    }
-
-    shpool->data = budget->sh;
-
-    return NGX_OK;
-}
-
-
-/*
- * One call's worth of the budget: NGX_OK, take it; NGX_AGAIN, the request
- * waits (a timer calls ngx_http_unico_selfie_start() again); NGX_DECLINED,
- * over budget for longer than the wait: 503 with Retry-After.
- */
-
-ngx_int_t
-ngx_http_unico_selfie_budget_take(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx)
-{
-    uint64_t                           tokens, cap;
-    ngx_msec_t                         now, elapsed;
-    ngx_http_unico_selfie_budget_t    *budget;
-    ngx_http_unico_selfie_budget_sh_t *sh;
-    ngx_http_unico_selfie_loc_conf_t  *uslcf;
-
-    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
-    budget = uslcf->budget;
-
-    if (budget == NULL) {
-        return NGX_OK;
-    }
-
-    sh = budget->sh;
-
-    now = ngx_current_msec;
-    cap = (uint64_t) budget->burst * 1000;
-
-    /*
-     * The zone's mutex, not a lock of its own: nginx releases it when a
-     * worker dies holding it.
-     */
-
-    ngx_shmtx_lock(&budget->shpool->mutex);
-
-    if (sh->last == 0) {
-        sh->tokens = cap;
-        sh->last = now;
-    }
-
-    elapsed = now - sh->last;
-
-    if ((ngx_msec_int_t) elapsed > 0) {
-        tokens = sh->tokens + (uint64_t) elapsed * budget->rate / 1000;
-        sh->tokens = ngx_min(tokens, cap);
-        sh->last = now;
-    }
-
-    if (sh->tokens >= 1000) {
-        sh->tokens -= 1000;
-        ngx_shmtx_unlock(&budget->shpool->mutex);
-
-        ctx->budget_waiting = 0;
-        return NGX_OK;
-    }
-
-    ngx_shmtx_unlock(&budget->shpool->mutex);
-
-    if (!ctx->budget_waiting) {
-        ctx->budget_waiting = 1;
-        ctx->wait_start = now;
-
-    } else if (now - ctx->wait_start >= budget->wait) {
-        ctx->budget_waiting = 0;
-        ngx_str_set(&ctx->retry_after, "1");
-        return NGX_DECLINED;
-    }
-
-    if (budget->wait == 0) {
-        ctx->budget_waiting = 0;
-        ngx_str_set(&ctx->retry_after, "1");
-        return NGX_DECLINED;
-    }
-
-    ctx->wait_ev.handler = ngx_http_unico_selfie_budget_retry;
-    ctx->wait_ev.data = r;
-    ctx->wait_ev.log = r->connection->log;
-
-    ngx_add_timer(&ctx->wait_ev, NGX_HTTP_UNICO_BUDGET_POLL);
-
-    return NGX_AGAIN;
-}
-
-
-/* a call that could not be made after all gives its share back */
-
-void
-ngx_http_unico_selfie_budget_refund(ngx_http_request_t *r)
-{
-    uint64_t                           cap;
-    ngx_http_unico_selfie_budget_t    *budget;
-    ngx_http_unico_selfie_loc_conf_t  *uslcf;
-
-    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
-    budget = uslcf->budget;
-
-    if (budget == NULL) {
-        return;
-    }
-
-    cap = (uint64_t) budget->burst * 1000;
-
-    ngx_shmtx_lock(&budget->shpool->mutex);
-    budget->sh->tokens = ngx_min(budget->sh->tokens + 1000, cap);
-    ngx_shmtx_unlock(&budget->shpool->mutex);
-}
-
-
-static void
-ngx_http_unico_selfie_budget_retry(ngx_event_t *ev)
-{
-    ngx_int_t                     rc;
-    ngx_connection_t             *c;
-    ngx_http_request_t           *r;
-    ngx_http_unico_selfie_ctx_t  *ctx;
-
-    r = ev->data;
-    c = r->connection;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
-
-    if (ctx != NULL) {
-        rc = ngx_http_unico_selfie_start(r, ctx);
-
-        if (rc != NGX_HTTP_UNICO_WAITING) {
-            ngx_http_finalize_request(r, rc);
-        }
-    }
-
-    ngx_http_run_posted_requests(c);
-}

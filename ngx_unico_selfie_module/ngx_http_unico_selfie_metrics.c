@@ -40,8 +40,6 @@ typedef struct {
     ngx_atomic_t      upstream[NGX_HTTP_UNICO_METRICS_BUCKETS_N + 1];
     ngx_atomic_t      upstream_msec;
 
-    ngx_atomic_t      refreshes_ok;
-    ngx_atomic_t      refreshes_failed;
     ngx_atomic_t      bytes;
 } ngx_http_unico_selfie_metrics_t;
 
@@ -281,24 +279,6 @@ ngx_http_unico_selfie_metrics_get(void)
 }
 
 
-/* Called by the service-account code after each token request. */
-
-void
-ngx_http_unico_selfie_metrics_token_refresh(ngx_uint_t ok)
-{
-    ngx_http_unico_selfie_metrics_t  *m;
-
-    m = ngx_http_unico_selfie_metrics_get();
-
-    if (m == NULL) {
-        return;
-    }
-
-    (void) ngx_atomic_fetch_add(ok ? &m->refreshes_ok : &m->refreshes_failed,
-                                1);
-}
-
-
 static ngx_int_t
 ngx_http_unico_selfie_metrics_log(ngx_http_request_t *r)
 {
@@ -315,7 +295,7 @@ ngx_http_unico_selfie_metrics_log(ngx_http_request_t *r)
 
     ctx = ngx_http_unico_selfie_get_ctx(r);
 
-    if (ctx == NULL || ctx->main != ctx) {
+    if (ctx == NULL) {
         return NGX_OK;
     }
 
@@ -348,17 +328,17 @@ ngx_http_unico_selfie_metrics_log(ngx_http_request_t *r)
 
     /* the request's call to Get Selfie, when one came to an end */
 
-    if (ctx->subrequest && ctx->done) {
+    if (ctx->fetch.subrequest && ctx->fetch.done) {
 
         for (i = 0; i < NGX_HTTP_UNICO_METRICS_BUCKETS_N; i++) {
-            if (ctx->upstream_time <= ngx_http_unico_selfie_buckets[i].msec) {
+            if (ctx->fetch.time <= ngx_http_unico_selfie_buckets[i].msec) {
                 break;
             }
         }
 
         (void) ngx_atomic_fetch_add(&m->upstream[i], 1);
         (void) ngx_atomic_fetch_add(&m->upstream_msec,
-                                    (ngx_atomic_int_t) ctx->upstream_time);
+                                    (ngx_atomic_int_t) ctx->fetch.time);
     }
 
     /* image bytes that left, as $body_bytes_sent counts them */
@@ -385,7 +365,8 @@ ngx_http_unico_selfie_metrics_handler(ngx_http_request_t *r)
     ngx_uint_t                        i;
     ngx_chain_t                       out;
     ngx_cycle_t                      *cycle;
-    ngx_atomic_uint_t                 n, total;
+    ngx_atomic_uint_t                 n, total, refreshes_ok,
+                                      refreshes_failed;
     const ngx_str_t                  *name;
     ngx_http_unico_selfie_metrics_t  *m;
 
@@ -505,14 +486,16 @@ ngx_http_unico_selfie_metrics_handler(ngx_http_request_t *r)
                     "unico_selfie_upstream_seconds_count %uA\n",
                     n / 1000, n % 1000, total);
 
+    ngx_http_unico_selfie_token_counts(cycle, &refreshes_ok,
+                                       &refreshes_failed);
+
     p = ngx_sprintf(p, "# HELP unico_selfie_token_refreshes_total Service "
                     "account token requests, by result.\n"
                     "# TYPE unico_selfie_token_refreshes_total counter\n"
                     "unico_selfie_token_refreshes_total{result=\"ok\"} %uA\n"
                     "unico_selfie_token_refreshes_total{result=\"failed\"} "
                     "%uA\n",
-                    (ngx_atomic_uint_t) m->refreshes_ok,
-                    (ngx_atomic_uint_t) m->refreshes_failed);
+                    refreshes_ok, refreshes_failed);
 
     p = ngx_sprintf(p, "# HELP unico_selfie_bytes_served_total Image bytes "
                     "sent to clients.\n"

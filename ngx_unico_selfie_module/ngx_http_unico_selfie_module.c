@@ -468,21 +468,24 @@ ngx_http_unico_selfie_var(ngx_http_variable_value_t *v, u_char *data,
     return NGX_OK;
 }
 
+/* the module's subrequests' own values: empty in any other request */
+
 static ngx_int_t
 ngx_http_unico_selfie_authorization_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_http_unico_selfie_ctx_t  *ctx;
+    ngx_http_unico_selfie_fetch_t  *f;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+    f = (r != r->main)
+        ? ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module) : NULL;
 
-    if (ctx == NULL || ctx->subrequest != r || ctx->authorization.len == 0) {
+    if (f == NULL || f->subrequest != r || f->authorization.len == 0) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    return ngx_http_unico_selfie_var(v, ctx->authorization.data,
-                                     ctx->authorization.len);
+    return ngx_http_unico_selfie_var(v, f->authorization.data,
+                                     f->authorization.len);
 }
 
 
@@ -490,17 +493,17 @@ static ngx_int_t
 ngx_http_unico_selfie_token_body_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    ngx_http_unico_selfie_ctx_t  *ctx;
+    ngx_http_unico_selfie_fetch_t  *f;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
+    f = (r != r->main)
+        ? ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module) : NULL;
 
-    if (ctx == NULL || ctx->subrequest != r || ctx->token_body.len == 0) {
+    if (f == NULL || f->subrequest != r || f->form.len == 0) {
         v->not_found = 1;
         return NGX_OK;
     }
 
-    return ngx_http_unico_selfie_var(v, ctx->token_body.data,
-                                     ctx->token_body.len);
+    return ngx_http_unico_selfie_var(v, f->form.data, f->form.len);
 }
 
 
@@ -568,7 +571,9 @@ ngx_http_unico_selfie_bytes_variable(ngx_http_request_t *r,
     }
 
     return ngx_http_unico_selfie_var(v, p,
-                                  ngx_sprintf(p, "%uz", ctx->image_len) - p);
+                                  ngx_sprintf(p, "%uz",
+                                      ctx->outcome == NGX_HTTP_UNICO_OK
+                                      ? ctx->image.len : 0) - p);
 }
 
 
@@ -584,7 +589,7 @@ ngx_http_unico_selfie_upstream_time_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_unico_selfie_get_ctx(r->main);
 
-    if (ctx == NULL || ctx->subrequest == NULL || !ctx->done) {
+    if (ctx == NULL || ctx->fetch.subrequest == NULL || !ctx->fetch.done) {
         v->not_found = 1;
         return NGX_OK;
     }
@@ -594,7 +599,7 @@ ngx_http_unico_selfie_upstream_time_variable(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    ms = ctx->upstream_time;
+    ms = ctx->fetch.time;
 
     return ngx_http_unico_selfie_var(v, p,
                                      ngx_sprintf(p, "%T.%03M",

@@ -201,19 +201,25 @@ ngx_http_unico_selfie_keys_cleanup(void *data)
 
 
 /*
- * The check of a request, after its processId is known to be a UUID and
- * before anything is asked of Unico: NGX_HTTP_UNICO_OK, or the outcome to
- * answer with.
+ * The signature stage, after the processId is known to be a UUID and
+ * before anything is asked of Unico.
  */
 
-ngx_http_unico_selfie_outcome_e
-ngx_http_unico_selfie_signature_check(ngx_http_request_t *r,
-    ngx_http_unico_selfie_loc_conf_t *uslcf, ngx_str_t *id)
+ngx_int_t
+ngx_http_unico_selfie_signature_stage(ngx_http_request_t *r,
+    ngx_http_unico_selfie_ctx_t *ctx)
 {
-    size_t           key;
-    ngx_str_t        expires, sig;
-    unico_sig_rc_e   rc;
-    const u_char    *e, *s;
+    size_t                             key;
+    ngx_str_t                          expires, sig;
+    unico_sig_rc_e                     rc;
+    const u_char                      *e, *s;
+    ngx_http_unico_selfie_loc_conf_t  *uslcf;
+
+    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
+
+    if (uslcf->signature_keys == NULL) {
+        return NGX_OK;
+    }
 
     /*
      * Query arguments as sent, not unescaped: base64url and digits need no
@@ -238,8 +244,9 @@ ngx_http_unico_selfie_signature_check(ngx_http_request_t *r,
         sig.len = 0;
     }
 
-    rc = unico_sig_verify(uslcf->signature_keys, id->data, id->len,
-                          e, expires.len, s, sig.len, (int64_t) ngx_time(),
+    rc = unico_sig_verify(uslcf->signature_keys, ctx->process_id.data,
+                          ctx->process_id.len, e, expires.len, s, sig.len,
+                          (int64_t) ngx_time(),
                           (int64_t) uslcf->signature_skew, &key);
 
     switch (rc) {
@@ -248,19 +255,24 @@ ngx_http_unico_selfie_signature_check(ngx_http_request_t *r,
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "unico selfie: signature verified with key #%uz",
                        key + 1);
-        return NGX_HTTP_UNICO_OK;
+        return NGX_OK;
 
     case UNICO_SIG_MISSING:
-        return NGX_HTTP_UNICO_NO_SIGNATURE;
+        ctx->outcome = NGX_HTTP_UNICO_NO_SIGNATURE;
+        break;
 
     case UNICO_SIG_MALFORMED:
     case UNICO_SIG_MISMATCH:
-        return NGX_HTTP_UNICO_BAD_SIGNATURE;
+        ctx->outcome = NGX_HTTP_UNICO_BAD_SIGNATURE;
+        break;
 
     case UNICO_SIG_EXPIRED:
-        return NGX_HTTP_UNICO_SIGNATURE_EXPIRED;
+        ctx->outcome = NGX_HTTP_UNICO_SIGNATURE_EXPIRED;
+        break;
 
     default: /* UNICO_SIG_ERROR */
-        return NGX_HTTP_UNICO_INTERNAL;
+        ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
     }
+
+    return NGX_DONE;
 }

@@ -79,6 +79,10 @@ typedef struct {
 
 typedef struct {
     ngx_http_unico_selfie_slot_t  slots[NGX_HTTP_UNICO_ACCOUNTS_MAX];
+
+    /* token requests of every account, for the metrics page */
+    ngx_atomic_t                  refreshes_ok;
+    ngx_atomic_t                  refreshes_failed;
 } ngx_http_unico_selfie_shctx_t;
 
 
@@ -88,6 +92,16 @@ typedef struct {
     ngx_slab_pool_t           *shpool;
     ngx_http_unico_selfie_shctx_t  *sh;
 } ngx_http_unico_selfie_accounts_t;
+
+
+/* one token request, owned by the account's busy mark */
+
+typedef struct {
+    ngx_http_unico_selfie_fetch_t     fetch;
+    ngx_http_unico_selfie_account_t  *account;
+    ngx_uint_t                        refresh;   /* its number */
+    ngx_http_unico_selfie_ctx_t      *ctx;       /* the request waiting */
+} ngx_http_unico_selfie_refresh_t;
 
 
 static ngx_str_t  ngx_http_unico_selfie_tokens_zone =
@@ -113,12 +127,15 @@ static ngx_int_t ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_account_t *acct,
     ngx_uint_t refresh, ngx_uint_t background);
 static void ngx_http_unico_selfie_refresh_release(void *data);
+static void ngx_http_unico_selfie_token_done(ngx_http_request_t *r,
+    ngx_http_unico_selfie_fetch_t *f, ngx_int_t rc);
+static void ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
+    ngx_http_unico_selfie_refresh_t *rf);
 static void ngx_http_unico_selfie_token_unbusy(
     ngx_http_unico_selfie_account_t *acct, ngx_uint_t refresh);
-static void ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *tctx, ngx_http_unico_selfie_account_t *acct);
-static void ngx_http_unico_selfie_token_wake(ngx_http_request_t *r);
-static void ngx_http_unico_selfie_poll(ngx_event_t *ev);
+static void ngx_http_unico_selfie_token_poll_stop(
+    ngx_http_unico_selfie_ctx_t *ctx);
+static void ngx_http_unico_selfie_token_wake(ngx_event_t *ev);
 static void ngx_http_unico_selfie_backoff(ngx_http_unico_selfie_slot_t *slot,
     time_t now);
 
@@ -800,6 +817,27 @@ ngx_http_unico_selfie_token_init(ngx_cycle_t *cycle)
 }
 
 
+/* the token requests made and failed, for the metrics page */
+
+void
+ngx_http_unico_selfie_token_counts(ngx_cycle_t *cycle, ngx_atomic_uint_t *ok,
+    ngx_atomic_uint_t *failed)
+{
+    ngx_http_unico_selfie_accounts_t  *accts;
+
+    accts = ngx_http_unico_selfie_accounts(cycle);
+
+    if (accts == NULL || accts->sh == NULL) {
+        *ok = 0;
+        *failed = 0;
+        return;
+    }
+
+    *ok = accts->sh->refreshes_ok;
+    *failed = accts->sh->refreshes_failed;
+}
+
+
 /* what identifies the account's credentials: the key's fingerprint */
 
 void
@@ -833,14 +871,13 @@ ngx_http_unico_selfie_slot(ngx_http_unico_selfie_account_t *acct)
 
 
 /*
- * The token for the request: NGX_OK with ctx->authorization set; NGX_AGAIN
- * when the request waits (its own token subrequest, or a poll timer for
- * another's), to go on in ngx_http_unico_selfie_continue(); NGX_ERROR with
- * ctx->outcome set.
+ * The token stage: NGX_OK with ctx->authorization set; NGX_AGAIN while the
+ * request waits (for its own token request, or polling the slot while
+ * another request's refresh runs); NGX_DONE with ctx->outcome.
  */
 
 ngx_int_t
-ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
+ngx_http_unico_selfie_token_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx)
 {
     u_char                            *p;
@@ -853,6 +890,11 @@ ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
 
     uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
     acct = uslcf->account;
+
+    if (acct == NULL || ctx->authorization.len) {
+        return NGX_OK;
+    }
+
     ctx->account = acct;
     shpool = (ngx_slab_pool_t *) acct->zone->shm.addr;
 
@@ -866,7 +908,7 @@ ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
     if (slot == NULL) {
         ngx_shmtx_unlock(&shpool->mutex);
         ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
-        return NGX_ERROR;
+        return NGX_DONE;
     }
 
     if (slot->token_len && now < slot->expires) {
@@ -877,7 +919,7 @@ ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
         if (p == NULL) {
             ngx_shmtx_unlock(&shpool->mutex);
             ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
-            return NGX_ERROR;
+            return NGX_DONE;
         }
 
         ctx->authorization.data = p;
@@ -909,14 +951,15 @@ ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
         /* the endpoint failed lately: no attempt until the back-off ends */
 
         ngx_shmtx_unlock(&shpool->mutex);
-        ctx->outcome = NGX_HTTP_UNICO_TOKEN_UNAVAILABLE;
-        return NGX_ERROR;
+        ctx->outcome = ctx->refreshing ? NGX_HTTP_UNICO_TOKEN_FAILED
+                                       : NGX_HTTP_UNICO_TOKEN_UNAVAILABLE;
+        return NGX_DONE;
     }
 
     ngx_shmtx_unlock(&shpool->mutex);
 
     if (refresh) {
-        ctx->waiting_token = 0;
+        ngx_http_unico_selfie_token_poll_stop(ctx);
 
         if (ngx_http_unico_selfie_refresh(r, ctx, acct, refresh, background)
             != NGX_OK)
@@ -925,12 +968,13 @@ ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
 
             if (!background) {
                 ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
-                return NGX_ERROR;
+                return NGX_DONE;
             }
         }
 
         if (!background) {
             ctx->token_fresh = 1;
+            ctx->refreshing = 1;
             return NGX_AGAIN;
         }
 
@@ -938,57 +982,56 @@ ngx_http_unico_selfie_account_acquire(ngx_http_request_t *r,
     }
 
     if (ctx->authorization.len) {
+        ngx_http_unico_selfie_token_poll_stop(ctx);
         return NGX_OK;
     }
 
     /* another request refreshes: poll for its token */
 
-    if (!ctx->waiting_token) {
-        ctx->waiting_token = 1;
-        ctx->wait_start = ngx_current_msec;
+    if (!ctx->token_polling) {
+        ctx->token_polling = 1;
+        ctx->token_wait = ngx_current_msec;
         ctx->token_fresh = 1;
 
-        ctx->wait_ev.handler = ngx_http_unico_selfie_poll;
-        ctx->wait_ev.data = r;
-        ctx->wait_ev.log = r->connection->log;
+        ctx->token_ev.handler = ngx_http_unico_selfie_token_wake;
+        ctx->token_ev.data = r;
+        ctx->token_ev.log = r->connection->log;
 
-    } else if (ngx_current_msec - ctx->wait_start >= acct->wait) {
-        ctx->waiting_token = 0;
+    } else if (ngx_current_msec - ctx->token_wait >= acct->wait) {
+        ngx_http_unico_selfie_token_poll_stop(ctx);
         ctx->outcome = NGX_HTTP_UNICO_TOKEN_TIMEOUT;
-        return NGX_ERROR;
+        return NGX_DONE;
     }
 
-    ngx_add_timer(&ctx->wait_ev, NGX_HTTP_UNICO_POLL);
+    ngx_add_timer(&ctx->token_ev, NGX_HTTP_UNICO_POLL);
 
     return NGX_AGAIN;
 }
 
 
 static void
-ngx_http_unico_selfie_poll(ngx_event_t *ev)
+ngx_http_unico_selfie_token_poll_stop(ngx_http_unico_selfie_ctx_t *ctx)
 {
-    ngx_int_t                     rc;
-    ngx_connection_t             *c;
+    ctx->token_polling = 0;
+
+    if (ctx->token_ev.timer_set) {
+        ngx_del_timer(&ctx->token_ev);
+    }
+}
+
+
+/* the poll timer, or the end of the request's own token request */
+
+static void
+ngx_http_unico_selfie_token_wake(ngx_event_t *ev)
+{
     ngx_http_request_t           *r;
     ngx_http_unico_selfie_ctx_t  *ctx;
 
     r = ev->data;
-    c = r->connection;
-
     ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
 
-    if (ctx == NULL) {
-        return;
-    }
-
-    rc = ngx_http_unico_selfie_account_acquire(r, ctx);
-
-    if (rc != NGX_AGAIN) {
-        ctx->waiting_token = 0;
-        ngx_http_unico_selfie_continue(r, ctx, rc);
-    }
-
-    ngx_http_run_posted_requests(c);
+    ngx_http_unico_selfie_wake(r, ctx);
 }
 
 
@@ -999,14 +1042,13 @@ ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_account_t *acct,
     ngx_uint_t refresh, ngx_uint_t background)
 {
-    u_char                        *p;
-    size_t                         max;
-    ngx_uint_t                     flags;
-    unico_jwt_claims_t             claims;
-    ngx_pool_cleanup_t            *cln;
-    ngx_http_request_t            *sr;
-    ngx_http_post_subrequest_t    *ps;
-    ngx_http_unico_selfie_ctx_t   *tctx;
+    u_char                           *p;
+    size_t                            max;
+    ngx_uint_t                        flags;
+    unico_jwt_claims_t                claims;
+    ngx_pool_cleanup_t               *cln;
+    ngx_http_unico_selfie_fetch_t    *f;
+    ngx_http_unico_selfie_refresh_t  *rf;
 
     static u_char  grant[] = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3A"
                              "grant-type%3Ajwt-bearer&assertion=";
@@ -1023,17 +1065,19 @@ ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    tctx = ngx_pcalloc(r->pool, sizeof(ngx_http_unico_selfie_ctx_t));
-    if (tctx == NULL) {
+    rf = ngx_pcalloc(r->pool, sizeof(ngx_http_unico_selfie_refresh_t));
+    if (rf == NULL) {
         return NGX_ERROR;
     }
 
-    tctx->token_body.data = ngx_pnalloc(r->pool, sizeof(grant) - 1 + max);
-    if (tctx->token_body.data == NULL) {
+    f = &rf->fetch;
+
+    f->form.data = ngx_pnalloc(r->pool, sizeof(grant) - 1 + max);
+    if (f->form.data == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(tctx->token_body.data, grant, sizeof(grant) - 1);
+    p = ngx_cpymem(f->form.data, grant, sizeof(grant) - 1);
 
     max = unico_jwt_sign(&claims, acct->key, p, max);
     if (max == 0) {
@@ -1044,18 +1088,15 @@ ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
         return NGX_ERROR;
     }
 
-    tctx->token_body.len = sizeof(grant) - 1 + max;
-    tctx->main = ctx->main;
-    tctx->process_id = ctx->process_id;
-    tctx->body_max = NGX_HTTP_UNICO_TOKEN_BODY_MAX;
-    tctx->account = acct;
-    tctx->refresh = refresh;
-    tctx->waiting = !background;       /* the request waits for it */
+    f->form.len = sizeof(grant) - 1 + max;
+    f->body_max = NGX_HTTP_UNICO_TOKEN_BODY_MAX;
+    f->error_body = 1;
+    f->handler = ngx_http_unico_selfie_token_done;
+    f->data = rf;
 
-    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
-    if (ps == NULL) {
-        return NGX_ERROR;
-    }
+    rf->account = acct;
+    rf->refresh = refresh;
+    rf->ctx = background ? NULL : ctx;   /* the request waits for it */
 
     /*
      * The refresh owns the busy mark until its answer is stored; should
@@ -1069,28 +1110,14 @@ ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
     }
 
     cln->handler = ngx_http_unico_selfie_refresh_release;
-    cln->data = tctx;
-
-    ps->handler = ngx_http_unico_selfie_token_done;
-    ps->data = tctx;
+    cln->data = rf;
 
     flags = background ? NGX_HTTP_SUBREQUEST_BACKGROUND
                        : NGX_HTTP_SUBREQUEST_WAITED;
 
-    if (ngx_http_subrequest(r, &acct->token_api, NULL, &sr, ps, flags)
-        != NGX_OK)
-    {
+    if (ngx_http_unico_selfie_fetch(r, f, &acct->token_api, flags) != NGX_OK) {
         return NGX_ERROR;
     }
-
-    tctx->subrequest = sr;
-    tctx->start = ngx_current_msec;
-
-    ngx_http_set_ctx(sr, tctx, ngx_http_unico_selfie_module);
-
-    /* the proxy logs the request body it sends at debug level */
-
-    ngx_http_unico_selfie_quiet(r, tctx);
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "unico selfie: service account \"%V\": requesting a "
@@ -1101,23 +1128,16 @@ ngx_http_unico_selfie_refresh(ngx_http_request_t *r,
 }
 
 
-ngx_int_t
-ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
-    ngx_int_t rc)
+/* a token request has ended: r is the request that carried it */
+
+static void
+ngx_http_unico_selfie_token_done(ngx_http_request_t *r,
+    ngx_http_unico_selfie_fetch_t *f, ngx_int_t rc)
 {
-    ngx_http_unico_selfie_ctx_t  *tctx = data;
+    ngx_http_unico_selfie_refresh_t  *rf = f->data;
 
-    ngx_http_request_t  *pr;
+    if (f->aborted && !(f->status && f->last)) {
 
-    if (ngx_http_unico_selfie_fetch_done(r, tctx, rc) != NGX_OK) {
-        return rc;
-    }
-
-    pr = r->parent;
-
-    if (ngx_http_unico_selfie_fetch_aborted(r, rc)
-        && !(tctx->status && tctx->last))
-    {
         /*
          * The client of the request that carried the refresh left before
          * the answer (a token location without proxy_ignore_client_abort):
@@ -1128,25 +1148,25 @@ ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "unico selfie: service account \"%V\": token request "
                       "abandoned, the client closed the connection",
-                      &tctx->account->name);
+                      &rf->account->name);
 
-        ngx_http_unico_selfie_token_unbusy(tctx->account, tctx->refresh);
+        ngx_http_unico_selfie_token_unbusy(rf->account, rf->refresh);
 
-        if (tctx->waiting) {
-            (void) ngx_http_unico_selfie_fail(pr, tctx->main,
-                                              NGX_HTTP_UNICO_CLIENT_CLOSED);
+        if (rf->ctx) {
+            rf->ctx->outcome = NGX_HTTP_UNICO_CLIENT_CLOSED;
+            ngx_http_unico_selfie_outcome_log(r, rf->ctx);
         }
 
-        return rc;
+        return;
     }
 
-    ngx_http_unico_selfie_token_store(pr, tctx, tctx->account);
+    ngx_http_unico_selfie_token_store(r, rf);
 
-    if (tctx->waiting) {
-        pr->write_event_handler = ngx_http_unico_selfie_token_wake;
+    if (rf->ctx) {
+        /* nginx posts the request once the subrequest is finalized */
+        rf->ctx->waiting = 0;
+        r->write_event_handler = ngx_http_core_run_phases;
     }
-
-    return ngx_http_unico_selfie_fetch_rc(r, rc);
 }
 
 
@@ -1154,16 +1174,21 @@ ngx_http_unico_selfie_token_done(ngx_http_request_t *r, void *data,
 
 static void
 ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *tctx, ngx_http_unico_selfie_account_t *acct)
+    ngx_http_unico_selfie_refresh_t *rf)
 {
-    time_t                         now, ahead;
-    ngx_uint_t                     owner;
-    const char                    *why;
-    ngx_slab_pool_t               *shpool;
-    unico_token_rc_e               trc;
-    unico_token_response_t        *resp;
-    ngx_http_unico_selfie_slot_t  *slot;
+    time_t                             now, ahead;
+    ngx_uint_t                         owner;
+    const char                        *why;
+    ngx_slab_pool_t                   *shpool;
+    unico_token_rc_e                   trc;
+    unico_token_response_t            *resp;
+    ngx_http_unico_selfie_slot_t      *slot;
+    ngx_http_unico_selfie_fetch_t     *f;
+    ngx_http_unico_selfie_account_t   *acct;
+    ngx_http_unico_selfie_accounts_t  *accts;
 
+    f = &rf->fetch;
+    acct = rf->account;
     why = NULL;
     trc = UNICO_TOKEN_OK;
 
@@ -1171,16 +1196,16 @@ ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
     if (resp == NULL) {
         why = "no memory";
 
-    } else if (tctx->status == 0) {
-        why = tctx->timed_out ? "timed out" : "could not be reached";
+    } else if (f->status == 0) {
+        why = f->timed_out ? "timed out" : "could not be reached";
 
-    } else if (!tctx->last || tctx->outcome != NGX_HTTP_UNICO_OK) {
+    } else if (!f->last || f->outcome != NGX_HTTP_UNICO_OK) {
         why = "sent an incomplete or oversized answer";
 
     } else {
-        trc = unico_token_parse(tctx->body, tctx->body_len, resp);
+        trc = unico_token_parse(f->body, f->body_len, resp);
 
-        if (trc == UNICO_TOKEN_OK && tctx->status != NGX_HTTP_OK) {
+        if (trc == UNICO_TOKEN_OK && f->status != NGX_HTTP_OK) {
             trc = UNICO_TOKEN_ERROR;
         }
 
@@ -1189,8 +1214,8 @@ ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
         }
     }
 
-    if (tctx->body) {
-        ngx_explicit_memzero(tctx->body, tctx->body_len);
+    if (f->body) {
+        ngx_explicit_memzero(f->body, f->body_len);
     }
 
     now = ngx_time();
@@ -1207,7 +1232,7 @@ ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
 
     /* a refresh that outlived its mark leaves a newer one's alone */
 
-    owner = (slot->refresh == tctx->refresh);
+    owner = (slot->refresh == rf->refresh);
 
     if (owner) {
         slot->busy_until = 0;
@@ -1232,7 +1257,11 @@ ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&shpool->mutex);
 
-    ngx_http_unico_selfie_metrics_token_refresh(why == NULL);
+    accts = acct->zone->data;
+
+    (void) ngx_atomic_fetch_add(why == NULL ? &accts->sh->refreshes_ok
+                                            : &accts->sh->refreshes_failed,
+                                1);
 
     if (why == NULL) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
@@ -1244,14 +1273,14 @@ ngx_http_unico_selfie_token_store(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "unico selfie: service account \"%V\": the token "
                       "endpoint refused the assertion (status %ui, Unico "
-                      "error %s)", &acct->name, tctx->status,
+                      "error %s)", &acct->name, f->status,
                       resp->error_code);
 
     } else {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "unico selfie: service account \"%V\": the token "
                       "endpoint %s (status %ui)", &acct->name, why,
-                      tctx->status);
+                      f->status);
     }
 
 done:
@@ -1288,10 +1317,10 @@ ngx_http_unico_selfie_token_unbusy(ngx_http_unico_selfie_account_t *acct,
 static void
 ngx_http_unico_selfie_refresh_release(void *data)
 {
-    ngx_http_unico_selfie_ctx_t  *tctx = data;
+    ngx_http_unico_selfie_refresh_t  *rf = data;
 
-    if (!tctx->done) {
-        ngx_http_unico_selfie_token_unbusy(tctx->account, tctx->refresh);
+    if (!rf->fetch.done) {
+        ngx_http_unico_selfie_token_unbusy(rf->account, rf->refresh);
     }
 }
 
@@ -1319,39 +1348,10 @@ ngx_http_unico_selfie_backoff(ngx_http_unico_selfie_slot_t *slot, time_t now)
 }
 
 
-/* the request whose token subrequest ended goes on */
-
-static void
-ngx_http_unico_selfie_token_wake(ngx_http_request_t *r)
-{
-    ngx_int_t                     rc;
-    ngx_http_unico_selfie_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
-
-    if (ctx == NULL) {
-        return;
-    }
-
-    r->write_event_handler = ngx_http_request_empty_handler;
-
-    rc = ngx_http_unico_selfie_account_acquire(r, ctx);
-
-    if (rc == NGX_ERROR && ctx->outcome == NGX_HTTP_UNICO_TOKEN_UNAVAILABLE) {
-        /* its own refresh just failed */
-        ctx->outcome = NGX_HTTP_UNICO_TOKEN_FAILED;
-    }
-
-    if (rc != NGX_AGAIN) {
-        ngx_http_unico_selfie_continue(r, ctx, rc);
-    }
-}
-
-
 /* Unico refused the token the request used: drop it unless already new. */
 
 void
-ngx_http_unico_selfie_account_reject(ngx_http_request_t *r,
+ngx_http_unico_selfie_token_reject(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx)
 {
     ngx_slab_pool_t                  *shpool;
@@ -1376,9 +1376,9 @@ ngx_http_unico_selfie_account_reject(ngx_http_request_t *r,
 
 
 void
-ngx_http_unico_selfie_account_cleanup(ngx_http_unico_selfie_ctx_t *ctx)
+ngx_http_unico_selfie_token_cleanup(ngx_http_unico_selfie_ctx_t *ctx)
 {
-    if (ctx->wait_ev.timer_set) {
-        ngx_del_timer(&ctx->wait_ev);
+    if (ctx->token_ev.timer_set) {
+        ngx_del_timer(&ctx->token_ev);
     }
 }

@@ -629,7 +629,7 @@ for (['extra claim jti', '1.2.22', sign_jwt("$CERTS/sa.key", claims(iat => now()
     ok $res->{status} == 400 && token_error_code($res) eq $code, "$what: $code";
 }
 
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 2)),
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 200)),
                      content_type => 'application/json');
 is token_error_code($res), '1.2.90', 'not a form: 1.2.90';
 $res = token_request($m, undef, body => 'grant_type=client_credentials&assertion=x');
@@ -642,23 +642,23 @@ is token_error_code($res), '1.2.90', 'another grant_type: 1.2.90';
 
 my $settings = control($m, { token_mode => 'error-1.2.18' });
 is $settings->{token_mode}, 'error-1.2.18', 'control: token_mode set';
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 3)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 300)));
 is token_error_code($res), '1.2.18', '... the token endpoint answers 1.2.18';
 
 control($m, { token_mode => 'error-500' });
-is token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 4)))->{status}, 500,
+is token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 400)))->{status}, 500,
    'token_mode error-500: 500';
 control($m, { token_mode => 'bad-json' });
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 5)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 500)));
 ok $res->{status} == 200 && !eval { $JSON->decode($res->{body}) }, 'token_mode bad-json';
 control($m, { token_mode => 'down' });
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 6)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 600)));
 is $res->{status}, 0, 'token_mode down: no answer';
 
 $settings = control($m, { token_mode => 'ok', expires_in_string => JSON::PP::true,
                           token_ttl => 120 });
 is_deeply [@$settings{qw(token_mode token_ttl)}], ['ok', 120], 'control: back to ok, ttl 120';
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 7)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 700)));
 like $res->{body}, qr/"expires_in":"120"/, 'expires_in_string: "120"';
 my $tok2 = $JSON->decode($res->{body})->{access_token};
 is get_selfie($m, $ID{'jpeg-small'}, $tok2)->{status}, 200, '... the token works';
@@ -670,9 +670,11 @@ is get_selfie($m, $ID{'jpeg-small'})->{status}, 200, '... static tokens still wo
 is http($m, 'POST', '/__mock/control', body => '{"bogus":1}')->{status}, 400,
    'control: unknown key refused';
 
-# a short token, with room for a loaded machine between minting and use
+# a short token, with room for a loaded machine between minting and use;
+# every assertion of this file has an iat of its own, hundreds of seconds
+# apart, so that a slow run never mints the same one twice (1.2.7)
 control($m, { token_ttl => 3 });
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 8)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 800)));
 my $short = $JSON->decode($res->{body})->{access_token};
 is get_selfie($m, $ID{'jpeg-small'}, $short)->{status}, 200, 'a 3 s token works...';
 sleep 3.2;

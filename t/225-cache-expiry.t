@@ -11,6 +11,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 
 use Digest::SHA qw(sha256_hex);
+use IO::Select;
+use IO::Socket::INET;
 use Test::More;
 use Time::HiRes qw(sleep time);
 use UnicoTest;
@@ -103,6 +105,45 @@ cmp_ok($m->{'unico_selfie_cache_lookups_total{zone="long",result="hit"}'},
        '>=', 2, 'hits counted');
 cmp_ok($m->{'unico_selfie_cache_lookups_total{zone="long",result="miss"}'},
        '>=', 2, 'misses counted');
+
+# --- a hit is sent from the zone: its entry outlives its TTL only as
+# long as a slow client still reads it, and is never overwritten before ---
+
+{
+    my $png = $t->id('png');
+    my $png_sha = $t->fixture_sha256('selfie-480x640.png');
+
+    is($t->get("/selfies/$png")->{status}, 200, 'the PNG: cached');
+
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port)
+        or die "connect: $!";
+    $s->sockopt(Socket::SO_RCVBUF(), 8192);
+    $s->syswrite("GET /selfies/$png HTTP/1.1\r\nHost: localhost\r\n"
+                 . "Connection: close\r\n\r\n");
+
+    # read slowly for longer than the TTL and a sweep, while other selfies
+    # take the zone's memory
+    my ($raw, $sel) = ('', IO::Select->new($s));
+    my $t0 = time;
+    my @others = map { $t->id($_) } qw(jpeg-large jpeg-medium jpeg-small
+                                        escaped-slashes wrapped-newlines);
+
+    while ($sel->can_read(10)) {
+        my $n = $s->sysread(my $chunk, 16384) or last;
+        $raw .= $chunk;
+
+        if (time - $t0 < 3.5) {
+            sleep 0.1;
+            $t->get('/selfies/' . shift(@others)) if @others && time - $t0 > 1.5;
+        }
+    }
+
+    my $r = UnicoTest::parse_response($raw);
+    cmp_ok(time - $t0, '>', 3, 'the response took longer than the TTL');
+    is($r->{status}, 200, 'a slow hit: 200');
+    is(sha256_hex($r->{body}), $png_sha,
+       'a slow hit: byte-exact, though its entry expired meanwhile');
+}
 
 $t->check_logs;
 

@@ -1,7 +1,7 @@
 #!/usr/bin/perl
 #
 # bench/soak/soak.pl - the soak driver behind bench/soak.sh and
-# t/120-soak-short.t.
+# t/122-soak-short.t.
 #
 # Starts the mock Unico (t/mock/unico.pl), a second mock whose certificate
 # does not verify, and one nginx worker with the module, all through the

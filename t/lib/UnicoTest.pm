@@ -632,7 +632,7 @@ sub curl {
 }
 
 
-# --- faults and load (t/100-faults.t, t/110-reload.t, bench/soak) ---
+# --- faults and load (t/102-faults.t, t/112-reload-under-load.t, bench/soak) ---
 
 # check_logs, except that lines matching one of @allowed (regexes) are
 # expected: e.g. the [alert] of a worker the test killed itself.  The
