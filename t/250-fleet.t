@@ -19,7 +19,7 @@
 # 5. An edge retries a shield-local failure (no token) on another shield,
 #    and never a Unico failure.
 # 6. With 2 workers per shield, calls == distinct processIds: needs
-#    coalescing across workers (UNICO_CROSS_WORKER_COALESCING=1).
+#    coalescing across workers (runs with UNICO_CROSS_WORKER_COALESCING=1).
 
 use strict;
 use warnings;
@@ -299,8 +299,10 @@ $r = ($g->edges)[0]->get('/selfies/' . $g->mock->id('status-429'));
 is("$r->{status} " . ($r->{headers}{'retry-after'} // '-'), '503 7',
    'a Unico 429: 503 with Unico\'s Retry-After');
 is(scalar $g->calls, $gmark + 2, '... one Unico call: not retried');
-unlike(($g->edges)[0]->access_log, qr/^50[23] "[^"]*,/m,
-       '... the edge tried one shield for each');
+# (a 429 before may be there: the processId's home can be the shield
+# without a token, once the edge's fail_timeout has passed)
+unlike(($g->edges)[0]->access_log, qr/^\d+ "[^"]*\b50[234],/m,
+       '... the edge retried no shield after a Unico failure');
 ok(!grep({ exists $_->{headers}{'x-unico-selfie-reason'} } @r, $r),
    'the reason header stays between shield and edge');
 
@@ -310,10 +312,9 @@ $g->check_logs;
 # --- 6. two workers per shield --------------------------------------------
 
 SKIP: {
-    skip 'coalescing is per worker today: with 2 workers per shield the '
-         . 'fleet makes more calls than processIds (set '
-         . 'UNICO_CROSS_WORKER_COALESCING=1 once calls in flight are shared '
-         . 'across workers)', 2
+    skip 'needs coalescing across the workers of a shield (without it, '
+         . '2 workers per shield made 57-59 calls for 30 processIds); set '
+         . 'UNICO_CROSS_WORKER_COALESCING=1 to run it', 2
         unless $ENV{UNICO_CROSS_WORKER_COALESCING};
 
     my $w = UnicoFleet->start(workers => 2);
