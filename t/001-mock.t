@@ -709,6 +709,58 @@ ok !(grep { $_->{path} =~ m{\A/__mock/} && $_->{kind} ne 'mock' } @log),
    'control requests are marked (kind mock, path /__mock/...)';
 
 
+
+# ---------------------------------------------------------------------------
+# --selfie-prefix and --rate-limit (for fleet tests: many processes, the
+# tenant's limit)
+
+
+{
+    my $mp = start_mock('prefix', '--selfie-prefix', 'f1ee7000',
+                        '--rate-limit', 5);
+    my $jpeg = slurp("$FIXTURES/selfie-360x480.jpg");
+    my %seen;
+    for my $id ('f1ee7000-0000-4000-8000-000000000001',
+                'F1EE7000-0000-4000-8000-00000000000A') {
+        my $r = get_selfie($mp, $id);
+        is $r->{status}, 200, "--selfie-prefix: $id is a process with a selfie";
+        my ($image, $type) = decode_selfie($r->{body});
+        my $want = "\xFF\xD8\xFF\xFE" . pack('n', 38) . lc($id)
+                   . substr($jpeg, 2);
+        is $type, 'image/jpeg', '... image/jpeg';
+        ok defined $image && $image eq $want,
+           '... jpeg-small with a comment segment holding the processId';
+        $seen{sha256_hex($image // '')}++;
+    }
+    is scalar(keys %seen), 2, '... a distinct image per processId';
+    is get_selfie($mp, 'f1ee7001-0000-4000-8000-000000000001')->{status}, 404,
+       '... another prefix: 404';
+    is get_selfie($mp, $ID{'status-404'})->{status}, 404,
+       '... the table still answers';
+
+    # the rate limit: from the start of the next clock second (the calls
+    # above must not count), 8 calls
+    my $prev = int time;
+    sleep 0.01 while int(time) == $prev;
+    my $sec = int time;
+    my @r = map { get_selfie($mp, $ID{'jpeg-small'}) } 1 .. 8;
+    my $same = int(time) == $sec;      # all 8 within that second?
+    SKIP: {
+        skip 'the 8 calls spanned two seconds (a loaded machine)', 3
+            unless $same;
+        is join(' ', map { $_->{status} } @r), '200 200 200 200 200 429 429 429',
+           '--rate-limit 5: the 6th call of a second is 429';
+        is $r[5]{headers}{'retry-after'}, '1', '... with Retry-After: 1';
+        like $r[5]{body}, qr/"code":8/, '... and Unico\'s error body';
+    }
+    sleep 0.05 while int(time) == $sec;
+    is get_selfie($mp, $ID{'jpeg-small'})->{status}, 200,
+       '... the next second is admitted again';
+    my $stats = $JSON->decode(http($mp, 'GET', '/__mock/stats')->{body});
+    ok $stats->{rate_limited} >= 3, "... stats: rate_limited $stats->{rate_limited}";
+    stop_mock($mp);
+}
+
 # ---------------------------------------------------------------------------
 # Stopping
 
