@@ -18,8 +18,8 @@
 #    for one URL are one fill (proxy_cache_lock).
 # 5. An edge retries a shield-local failure (no token) on another shield,
 #    and never a Unico failure.
-# 6. With 2 workers per shield, calls == distinct processIds: needs
-#    coalescing across workers (runs with UNICO_CROSS_WORKER_COALESCING=1).
+# 6. With 2 workers per shield, calls == distinct processIds: coalescing
+#    across the workers of a shield, through its cache zone.
 
 use strict;
 use warnings;
@@ -311,12 +311,7 @@ $g->check_logs;
 
 # --- 6. two workers per shield --------------------------------------------
 
-SKIP: {
-    skip 'needs coalescing across the workers of a shield (without it, '
-         . '2 workers per shield made 57-59 calls for 30 processIds); set '
-         . 'UNICO_CROSS_WORKER_COALESCING=1 to run it', 2
-        unless $ENV{UNICO_CROSS_WORKER_COALESCING};
-
+{
     my $w = UnicoFleet->start(workers => 2);
     my @wids = UnicoFleet::ids(30, 'workers');
     $reqs = $w->spread(10, @wids);
