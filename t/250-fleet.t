@@ -165,7 +165,12 @@ all_exact("shield $victim back, one request at a time", $reqs,
 @after = $f->call_ids($mark);
 is(scalar(grep { !$moved{$_} } @after), 0,
    'back: Unico was called only for the returning shield\'s processIds');
-is(scalar @after, scalar keys %moved, '... once each (its cache was lost)');
+# (how many of them reach it depends on when each edge takes it back, on
+# a loaded machine a little after fail_timeout: at most once each)
+cmp_ok(scalar @after, '<=', scalar keys %moved,
+       '... at most once each (its cache was lost)');
+is(scalar(grep { $_ > 1 } values %{ count_by(@after) }), 0,
+   '... never twice for one processId');
 
 my $before = length $shields[$victim]->access_log;
 $reqs = $f->spread(10, @ids);
