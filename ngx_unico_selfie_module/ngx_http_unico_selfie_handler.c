@@ -875,6 +875,9 @@ ngx_http_unico_selfie_add_header(ngx_http_request_t *r, ngx_str_t *key,
     h->hash = 1;
     h->key = *key;
     h->value = *value;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
 
     return NGX_OK;
 }
