@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # ngx_unico_selfie_module: the one entry point.
 #
 #   ./build.sh [build]   build the module for Debian's nginx (objs in .build/)

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The request flow: validate -> subrequest to Unico -> collect its answer
  * in a body filter -> decode -> respond.

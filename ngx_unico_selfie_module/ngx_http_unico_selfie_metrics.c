@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * Counters in shared memory, shared by every worker, and the location that
  * serves them in Prometheus' text format ("unico_selfie_metrics;").

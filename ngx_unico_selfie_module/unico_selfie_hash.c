@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * XXH64, written from the published algorithm (xxHash specification,
  * "XXH64 algorithm description"), for the ETag of a served image.

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 #
 # unico.pl - a mock of Unico's Get Selfie API and of its identity token
 # endpoint (OAuth2 JWT bearer grant), for ngx_unico_selfie_module's tests and
