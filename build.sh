@@ -281,6 +281,48 @@ MSG
 }
 
 
+# The Debian package, built with Debian's tooling (debian/: dh with the
+# nginx_mod build system and dh_nginx of dh-sequence-nginx, as Debian's
+# own libnginx-mod-* packages) for the system's nginx:
+# .build/deb/libnginx-mod-http-unico-selfie_<version>-1_<arch>.deb, its
+# path on stdout.  lintian must find no error.
+cmd_deb() {
+    local out="$BUILD/deb" version pkgver dir deb
+    ensure_packages nginx nginx-dev dpkg-dev debhelper libyajl-dev \
+        libssl-dev lintian
+
+    version=$(sed -n 's/^#define NGX_HTTP_UNICO_SELFIE_VERSION *"\(.*\)"/\1/p' \
+                  "$REPO/ngx_unico_selfie_module/ngx_http_unico_selfie_version.h")
+    pkgver=$(dpkg-parsechangelog -l "$REPO/debian/changelog" -S Version)
+    [ "${pkgver%-*}" = "$version" ] \
+        || die "debian/changelog is at $pkgver but the module is $version" \
+               "(NGX_HTTP_UNICO_SELFIE_VERSION): add a changelog entry"
+
+    # a copy of the sources: dpkg-buildpackage writes into the tree and
+    # its parent
+    dir="$out/libnginx-mod-http-unico-selfie-$version"
+    rm -rf "$out"
+    mkdir -p "$dir"
+    tar -C "$REPO" --exclude=./.build --exclude=./.git -cf - . \
+        | tar -C "$dir" -xf -
+
+    log "dpkg-buildpackage -b in $dir"
+    (cd "$dir" && dpkg-buildpackage -b -us -uc) >"$out/build.log" 2>&1 \
+        || { tail -40 "$out/build.log" >&2
+             die "dpkg-buildpackage failed (log: $out/build.log)"; }
+
+    deb=$(ls "$out"/libnginx-mod-http-unico-selfie_"$pkgver"_*.deb)
+
+    log "lintian $deb"
+    lintian --fail-on error --info "$deb" >"$out/lintian.txt" 2>&1 \
+        || { cat "$out/lintian.txt" >&2; die "lintian found errors"; }
+    sed 's/^/lintian: /' "$out/lintian.txt" >&2
+
+    log "built $deb"
+    echo "$deb"
+}
+
+
 # --- nginx lines (UNICO_NGINX): the system's, or a Debian chroot ------------
 
 CACHE="${UNICO_CACHE:-$HOME/.cache/ngx_unico_selfie}"
@@ -510,11 +552,12 @@ case "${1:-build}" in
     build) build_module ;;
     test)  shift; cmd_test "$@" ;;
     run)   cmd_run ;;
+    deb)   cmd_deb ;;
     asan)  build_asan ;;
     fuzz)  shift
            ensure_packages clang libclang-rt-14-dev libyajl-dev libssl-dev
            exec bash "$REPO/t/fuzz/run.sh" "${1:-10}" ;;
     bench) shift; build_module; exec bash "$REPO/bench/run.sh" "$@" ;;
     soak)  shift; build_module; exec bash "$REPO/bench/soak.sh" "$@" ;;
-    *)     die "usage: $0 [build|run|test|asan|fuzz [s]|bench|soak]" ;;
+    *)     die "usage: $0 [build|run|test|asan|fuzz [s]|bench|soak|deb]" ;;
 esac
