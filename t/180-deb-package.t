@@ -58,7 +58,7 @@ $ENV{DEBIAN_FRONTEND} = 'noninteractive';
 sub purge {
     return unless $purge_needed;
     $purge_needed = 0;
-    return `apt-get purge -y -q $PKG 2>&1`;
+    return `apt-get -o DPkg::Lock::Timeout=600 purge -y -q $PKG 2>&1`;
 }
 
 END { purge() }
@@ -70,7 +70,7 @@ is($? >> 8, 0, './build.sh deb: exit 0')
     or diag(`tail -30 $REPO/.build/deb-test.log`);
 chomp $deb;
 like($deb, qr{/${PKG}_[0-9.]+-1_[a-z0-9]+\.deb$}, "the package: $deb")
-    or BAIL_OUT('no package');
+    or die "no package\n";
 
 my $info = `dpkg-deb -I $deb`;
 like($info, qr/^ Depends:.*\bnginx-abi-[0-9.]+-\d+\b/m,
@@ -96,7 +96,7 @@ is($conffiles, "/etc/nginx/snippets/unico_selfie_api.conf\n"
 # install
 
 $purge_needed = 1;
-my $out = `apt-get install -y -q $deb 2>&1`;
+my $out = `apt-get -o DPkg::Lock::Timeout=600 install -y -q $deb 2>&1`;
 is($? >> 8, 0, 'apt-get install ./<deb>: exit 0') or diag($out);
 is(installed(), 1, "$PKG is installed");
 
