@@ -129,11 +129,17 @@ check_compatible() {
     want=$(binary_signature "$nginx")
     have=$(tree_signature "$tree")
     [ -n "$want" ] && [ -n "$have" ] || return 0
-    [ "$want" = "$have" ] \
-        || die "module signature $have differs from $want of $nginx:" \
-               "nginx would refuse the module (\"not binary compatible\");" \
-               "configure the tree with --with-compat (as $nginx is, see" \
-               "nginx -V) or with nginx -V's options (NGINX_CONF_FLAGS)"
+    [ "$want" = "$have" ] && return 0
+
+    if "$nginx" -V 2>&1 | grep -q -- '--with-compat'; then
+        die "module signature $have differs from $want of $nginx:" \
+            "nginx would refuse the module (\"not binary compatible\");" \
+            "configure the tree with --with-compat, as $nginx is"
+    fi
+    die "module signature $have differs from $want of $nginx:" \
+        "nginx would refuse the module (\"not binary compatible\");" \
+        "$nginx is built without --with-compat: configure the tree with" \
+        "its nginx -V options (NGINX_CONF_FLAGS=\"...\")"
 }
 
 
@@ -295,7 +301,7 @@ cmd_deb() {
         libyajl-dev libssl-dev lintian
 
     version=$(sed -n 's/^#define NGX_HTTP_UNICO_SELFIE_VERSION *"\(.*\)"/\1/p' \
-                  "$REPO/ngx_unico_selfie_module/ngx_http_unico_selfie_version.h")
+        "$REPO/ngx_unico_selfie_module/ngx_http_unico_selfie_version.h")
     pkgver=$(dpkg-parsechangelog -l "$REPO/debian/changelog" -S Version)
     [ "${pkgver%-*}" = "$version" ] \
         || die "debian/changelog is at $pkgver but the module is $version" \
@@ -478,7 +484,7 @@ link_system_line() {
 }
 
 
-# ./build.sh build|test for another line: this same script runs inside the
+# ./build.sh build|test|run for another line: this same script runs inside the
 # chroot, as on a new machine of that release (it installs its packages
 # there), with the repository bind-mounted at /unico and its build in
 # .build/nginx-<line>/.  The mounts are made in a mount namespace of their
@@ -538,29 +544,37 @@ in_chroot() {
 }
 
 
-if [ -n "${UNICO_NGINX:-}" ] && [ "${1:-}" != __in-chroot ]; then
-    if ! is_system_line "$UNICO_NGINX"; then
-        case "${1:-build}" in
-            build|test) chroot_cmd "$UNICO_NGINX" "${1:-build}" "${@:2}"
-                        exit ;;
-            *) die "UNICO_NGINX=$UNICO_NGINX: only build and test run" \
-                   "in its chroot" ;;
-        esac
+main() {
+    if [ -n "${UNICO_NGINX:-}" ] && [ "${1:-}" != __in-chroot ]; then
+        if ! is_system_line "$UNICO_NGINX"; then
+            case "${1:-build}" in
+                build|test|run)
+                    chroot_cmd "$UNICO_NGINX" "${1:-build}" "${@:2}"
+                    return ;;
+                *)  die "UNICO_NGINX=$UNICO_NGINX: build, test or run only" ;;
+            esac
+        fi
+        link_system_line "$UNICO_NGINX"
     fi
-    link_system_line "$UNICO_NGINX"
-fi
 
-case "${1:-build}" in
-    __in-chroot) shift; in_chroot "$@" ;;
-    build) build_module ;;
-    test)  shift; cmd_test "$@" ;;
-    run)   cmd_run ;;
-    deb)   cmd_deb ;;
-    asan)  build_asan ;;
-    fuzz)  shift
-           ensure_packages clang libclang-rt-14-dev libyajl-dev libssl-dev
-           exec bash "$REPO/t/fuzz/run.sh" "${1:-10}" ;;
-    bench) shift; build_module; exec bash "$REPO/bench/run.sh" "$@" ;;
-    soak)  shift; build_module; exec bash "$REPO/bench/soak.sh" "$@" ;;
-    *)     die "usage: $0 [build|run|test|asan|fuzz [s]|bench|soak|deb]" ;;
-esac
+    case "${1:-build}" in
+        __in-chroot) shift; in_chroot "$@" ;;
+        build) build_module ;;
+        test)  shift; cmd_test "$@" ;;
+        run)   cmd_run ;;
+        deb)   cmd_deb ;;
+        asan)  build_asan ;;
+        fuzz)  shift
+               ensure_packages clang libclang-rt-14-dev libyajl-dev libssl-dev
+               exec bash "$REPO/t/fuzz/run.sh" "${1:-10}" ;;
+        bench) shift; build_module; exec bash "$REPO/bench/run.sh" "$@" ;;
+        soak)  shift; build_module; exec bash "$REPO/bench/soak.sh" "$@" ;;
+        *)     die "usage: $0 [build|run|test|asan|fuzz [s]|bench|soak|deb]" ;;
+    esac
+}
+
+
+# One line, so that bash has read it whole before it runs: an edit of this
+# file during a long run (a chroot run sees the repository live) cannot
+# change what the run does next.
+main "$@"; exit

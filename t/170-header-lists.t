@@ -32,11 +32,11 @@ CONF
 }
 
 $t->start_nginx($t->selfie_conf(
-    http   => q{log_format  headers  '$status $uri cc="$sent_http_cache_control" '
-                                     'etag="$sent_http_etag" '
-                                     'nosniff="$sent_http_x_content_type_options" '
-                                     'retry="$sent_http_retry_after" '
-                                     'x="$sent_http_x_extra"';},
+    http   => q{log_format  headers
+                     '$status $uri cc="$sent_http_cache_control" '
+                     'etag="$sent_http_etag" '
+                     'nosniff="$sent_http_x_content_type_options" '
+                     'retry="$sent_http_retry_after" x="$sent_http_x_extra"';},
     server => "access_log  %%DIR%%/logs/headers.log headers;\n"
               . extra_location('expires', 'expires 1h;')
               . extra_location('add', 'add_header Cache-Control '

@@ -52,7 +52,9 @@ like($out, qr/has no conf_flags: configuring --with-compat/,
 
 my $so = "$build/ngx_http_unico_selfie_module.so";
 $t->write_file('load.conf', "load_module $so;\nevents {}\n", 0644);
-my $t_out = `$NGINX -t -q -g 'pid $dir/t.pid; error_log stderr;' -c $dir/load.conf 2>&1`;
+my $cmd = "$NGINX -t -q -g 'pid $dir/t.pid; error_log stderr;'"
+          . " -c $dir/load.conf";
+my $t_out = `$cmd 2>&1`;
 is($? >> 8, 0, '... and the system nginx loads that module') or diag($t_out);
 
 # options that change the signature
@@ -60,7 +62,8 @@ is($? >> 8, 0, '... and the system nginx loads that module') or diag($t_out);
 ($rc, $out, $build) = build("$dir/plain",
                             NGINX_CONF_FLAGS => '--with-http_ssl_module');
 isnt($rc, 0, 'a tree configured without --with-compat: the build stops');
-like($out, qr/module signature \S+ differs from \S+ of \S*nginx: nginx would refuse the module/,
+my $refuse = 'nginx would refuse the module';
+like($out, qr/module signature \S+ differs from \S+ of \S*nginx: $refuse/,
      '... saying the signature differs and nginx would refuse it');
 ok(!-e "$build/ngx_http_unico_selfie_module.so", '... and no module exists');
 

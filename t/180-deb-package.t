@@ -28,7 +28,8 @@ plan skip_all => 'needs root (apt-get install, nginx -t on /etc/nginx)'
 plan skip_all => "the package is for the system's nginx, not for "
                  . "$ENV{TEST_NGINX_BINARY}"
     if $ENV{TEST_NGINX_BINARY} && $ENV{TEST_NGINX_BINARY} ne $NGINX;
-plan skip_all => "no $NGINX or apt-get" unless -x $NGINX && -x '/usr/bin/apt-get';
+plan skip_all => "no $NGINX or apt-get"
+    unless -x $NGINX && -x '/usr/bin/apt-get';
 
 my ($line) = `$NGINX -v 2>&1` =~ m{nginx/(\d+\.\d+)};
 plan skip_all => "UNICO_NGINX=$ENV{UNICO_NGINX} is not the system's "
