@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # ngx_unico_selfie_module: instructions per request, under callgrind.
 #
 #   bench/callgrind.sh [--paths module[,proxy_json,njs,lua,static]]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # ngx_unico_selfie_module: instructions per JSON byte of the pure core.
 #
 #   bench/core-ipb.sh [--fixture t/fixtures/selfie-720x960.jpg]

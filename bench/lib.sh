@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSD-2-Clause
 # ngx_unico_selfie_module benchmark: what bench/run.sh and bench/callgrind.sh
 # share.  Sourced, not run.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 # ngx_unico_selfie_module: the side-by-side benchmark (./build.sh bench).
 #
 #   bench/run.sh [--duration S] [--connections N] [--quick]

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 #
 # bench/soak.sh [--minutes M] [soak.pl options]
 #

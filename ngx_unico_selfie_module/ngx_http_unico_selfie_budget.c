@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The budget stage: an optional token bucket shared by all workers that
  * bounds the calls to Unico.  Over it a request waits a bounded time, or

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The cache stage: optional, decoded selfies in a shared-memory zone, with
  * a TTL and a size bound, least recently used evicted first, expired ones

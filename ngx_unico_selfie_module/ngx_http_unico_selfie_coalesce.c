@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The coalescing stage: concurrent requests for the same selfie (the same
  * key: processId and credentials) in a worker share one Unico call.  The

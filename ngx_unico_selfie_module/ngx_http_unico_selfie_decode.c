@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The decode stage: Unico's answer to the call becomes an image, or the
  * outcome that says why it did not.  The JSON, the base64 and the image

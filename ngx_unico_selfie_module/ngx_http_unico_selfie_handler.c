@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The content handler: it owns the pipeline.  A request runs the stages in
  * order (ngx_http_unico_selfie.h): request, signature, credentials, cache,

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * Counters in shared memory, shared by every worker, and the location that
  * serves them in Prometheus' text format ("unico_selfie_metrics;").
@@ -19,7 +20,10 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <nginx.h>
+
 #include "ngx_http_unico_selfie.h"
+#include "ngx_http_unico_selfie_version.h"
 
 
 #define NGX_HTTP_UNICO_METRICS_ZONE_SIZE  (64 * 1024)
@@ -414,6 +418,11 @@ ngx_http_unico_selfie_metrics_handler(ngx_http_request_t *r)
 
     len += ngx_http_unico_selfie_cache_metrics_len(cycle);
 
+    len += sizeof("# HELP unico_selfie_build_info The module's version and "
+                  "the nginx it was built for.\n# TYPE unico_selfie_build_info "
+                  "gauge\nunico_selfie_build_info{version=\"\",nginx=\"\"} 1\n")
+           + sizeof(NGX_HTTP_UNICO_SELFIE_VERSION) + sizeof(NGINX_VERSION);
+
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -504,6 +513,12 @@ ngx_http_unico_selfie_metrics_handler(ngx_http_request_t *r)
                     (ngx_atomic_uint_t) m->bytes);
 
     p = ngx_http_unico_selfie_cache_metrics(cycle, p);
+
+    p = ngx_sprintf(p, "# HELP unico_selfie_build_info The module's version "
+                    "and the nginx it was built for.\n"
+                    "# TYPE unico_selfie_build_info gauge\n"
+                    "unico_selfie_build_info{version=\"%s\",nginx=\"%s\"} 1\n",
+                    NGX_HTTP_UNICO_SELFIE_VERSION, NGINX_VERSION);
 
     b->last = p;
     b->last_buf = (r == r->main) ? 1 : 0;

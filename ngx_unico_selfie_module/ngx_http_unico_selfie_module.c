@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * Directives, configuration and variables.  The request flow lives in
  * ngx_http_unico_selfie_handler.c, the pure payload code in

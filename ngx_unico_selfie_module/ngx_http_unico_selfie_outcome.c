@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * Every way a request can end, in one table: the status the client gets,
  * the log level, the log line and the keyword of $unico_selfie_reason.

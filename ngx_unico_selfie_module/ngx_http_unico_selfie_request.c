@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The request stage: the method, the processId and the request's body.
  * The credentials stage, after the signature: who asks Unico (the token

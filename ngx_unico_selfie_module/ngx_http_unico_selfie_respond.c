@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The response: the image with its Content-Type, Content-Length,
  * X-Content-Type-Options, Cache-Control, a strong ETag and byte ranges, or
@@ -29,6 +30,8 @@ static ngx_int_t ngx_http_unico_selfie_set_cache_headers(
     ngx_http_request_t *r, ngx_http_unico_selfie_ctx_t *ctx);
 static ngx_int_t ngx_http_unico_selfie_add_header(ngx_http_request_t *r,
     ngx_str_t *key, ngx_str_t *value);
+static ngx_table_elt_t *ngx_http_unico_selfie_cache_control_header(
+    ngx_http_request_t *r);
 
 
 /* unico_selfie_cache_control <value> | off; */
@@ -86,13 +89,11 @@ ngx_http_unico_selfie_set_cache_headers(ngx_http_request_t *r,
     uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
 
     if (uslcf->cache_control.len) {
-        h = ngx_list_push(&r->headers_out.headers);
+        h = ngx_http_unico_selfie_cache_control_header(r);
         if (h == NULL) {
             return NGX_ERROR;
         }
 
-        h->hash = 1;
-        ngx_str_set(&h->key, "Cache-Control");
         h->value = uslcf->cache_control;
     }
 
@@ -122,6 +123,9 @@ ngx_http_unico_selfie_set_cache_headers(ngx_http_request_t *r,
         h->hash = 1;
         ngx_str_set(&h->key, "ETag");
         h->value.len = UNICO_ETAG_LEN;
+#if (nginx_version >= 1023000)
+        h->next = NULL;
+#endif
 
         r->headers_out.etag = h;
     }
@@ -233,6 +237,97 @@ ngx_http_unico_selfie_add_header(ngx_http_request_t *r, ngx_str_t *key,
     h->hash = 1;
     h->key = *key;
     h->value = *value;
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
 
     return NGX_OK;
+}
+
+
+/*
+ * The response's one Cache-Control header, found or added the way the
+ * "expires" directive of ngx_http_headers_filter_module does, so that
+ * "expires", "add_header" and $sent_http_cache_control see it:
+ * r->headers_out.cache_control is a list linked through "next" since nginx
+ * 1.23.0 and an array of pointers before.  A Cache-Control already there is
+ * reused and any further ones are hidden.
+ */
+
+static ngx_table_elt_t *
+ngx_http_unico_selfie_cache_control_header(ngx_http_request_t *r)
+{
+    ngx_table_elt_t   *cc;
+#if (nginx_version < 1023000)
+    ngx_uint_t         i;
+    ngx_table_elt_t  **ccp;
+#endif
+
+#if (nginx_version >= 1023000)
+
+    cc = r->headers_out.cache_control;
+
+    if (cc) {
+        for (cc = cc->next; cc; cc = cc->next) {
+            cc->hash = 0;
+        }
+
+        cc = r->headers_out.cache_control;
+        cc->next = NULL;
+
+        return cc;
+    }
+
+    cc = ngx_list_push(&r->headers_out.headers);
+    if (cc == NULL) {
+        return NULL;
+    }
+
+    r->headers_out.cache_control = cc;
+    cc->next = NULL;
+
+#else
+
+    ccp = r->headers_out.cache_control.elts;
+
+    if (ccp && r->headers_out.cache_control.nelts) {
+
+        /* $sent_http_cache_control joins every element, hidden or not */
+
+        for (i = 1; i < r->headers_out.cache_control.nelts; i++) {
+            ccp[i]->hash = 0;
+        }
+
+        r->headers_out.cache_control.nelts = 1;
+
+        return ccp[0];
+    }
+
+    if (ccp == NULL
+        && ngx_array_init(&r->headers_out.cache_control, r->pool, 1,
+                          sizeof(ngx_table_elt_t *))
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    cc = ngx_list_push(&r->headers_out.headers);
+    if (cc == NULL) {
+        return NULL;
+    }
+
+    ccp = ngx_array_push(&r->headers_out.cache_control);
+    if (ccp == NULL) {
+        cc->hash = 0;
+        return NULL;
+    }
+
+    *ccp = cc;
+
+#endif
+
+    cc->hash = 1;
+    ngx_str_set(&cc->key, "Cache-Control");
+
+    return cc;
 }

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * Signed, expiring URLs: the directives and the check of a request.  The
  * HMAC and the key file format live in unico_selfie_signature.c.

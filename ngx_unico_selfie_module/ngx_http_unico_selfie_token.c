@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * Service accounts: the RS256 JWT bearer assertion exchanged at Unico's
  * token endpoint through an internal location, and the access token kept

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The one base64 codec: the forgiving decoder of Unico's fileContents, its
  * SSSE3 and AVX2 block decoders, the strict decoder of keys and signatures,

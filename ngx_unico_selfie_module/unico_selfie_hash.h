@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The strong ETag of a served image: a 64-bit content hash of the decoded
  * bytes (libxxhash's XXH64), no nginx types.

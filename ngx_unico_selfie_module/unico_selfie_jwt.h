@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The service-account half of the pure core: the RS256 JWT bearer
  * assertion of RFC 7523 as Unico's identity service wants it, and the

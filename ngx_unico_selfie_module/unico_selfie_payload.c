@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The pure core: Unico's Get Selfie JSON, its base64 and the processId.
  * Plain C99, no nginx types, no global mutable state: every function is

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The pure core: no nginx types, no allocation on the caller's behalf
  * beyond yajl's own bounded parser state.  Everything that sees bytes from

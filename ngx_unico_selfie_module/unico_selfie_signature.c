@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * Signed, expiring selfie URLs: key file parsing, HMAC-SHA256 signing and
  * constant-time verification.  Plain C and OpenSSL, no nginx types, so

@@ -269,7 +269,9 @@ sub sign_jwt {
     my ($keyfile, $claims, $header) = @_;
     my $rsa = Crypt::OpenSSL::RSA->new_private_key(slurp($keyfile));
     $rsa->use_sha256_hash;
-    $rsa->use_pkcs1_padding;
+    # RS256 is PKCS#1 v1.5, the default of sign() and verify(); 0.35
+    # (Debian 13) dies in use_pkcs1_padding (it guards encryption)
+    eval { $rsa->use_pkcs1_padding };
     my $input = encode_base64url($JSON->encode($header // { alg => 'RS256', typ => 'JWT' }))
               . '.' . encode_base64url($JSON->encode($claims));
     return "$input." . encode_base64url($rsa->sign($input));

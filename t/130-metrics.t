@@ -78,6 +78,15 @@ is($m->{'unico_selfie_upstream_seconds_count'}, 0, 'fresh zone: 0 calls');
 is(scalar(grep { /^unico_selfie_requests_total/ } keys %$m), 0,
    'fresh zone: no request counted');
 
+# the module's version and the nginx it was built for
+my ($module_version) = $t->slurp($t->repo
+    . '/ngx_unico_selfie_module/ngx_http_unico_selfie_version.h')
+    =~ /NGX_HTTP_UNICO_SELFIE_VERSION\s+"([^"]+)"/;
+my ($nginx_version) = `$t->{nginx} -v 2>&1` =~ m{nginx/(\S+)};
+is($m->{"unico_selfie_build_info{version=\"$module_version\","
+        . "nginx=\"$nginx_version\"}"}, 1,
+   "build_info: module $module_version, nginx $nginx_version");
+
 my $page = $t->get('/metrics');
 like($page->{headers}{'content-type'}, qr{^text/plain; version=0\.0\.4},
      'Content-Type: text/plain; version=0.0.4');

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 #
 # tools/sanitizer-build.sh -- build an AddressSanitizer + UndefinedBehaviorSanitizer
 # nginx 1.22.1 (Debian 12's source and configure flags) together with

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSD-2-Clause
 #
 # tools/valgrind.sh -- nginx with the module under Valgrind's memcheck.
 #

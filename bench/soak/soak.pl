@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 #
 # bench/soak/soak.pl - the soak driver behind bench/soak.sh and
 # t/122-soak-short.t.

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * libFuzzer target: unico_base64_decode() against a plain, bit-by-bit
  * reference decoder of the same dialect, into a separate buffer of exactly

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * libFuzzer target: the signed-URL core.  The input is split at NUL bytes
  * into a key file, a processId, "expires" and "sig" (a missing part is an

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * libFuzzer target: unico_token_parse() on arbitrary bytes, into a
  * response first filled with garbage, checking what its callers rely on:

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * libFuzzer target: unico_uuid_valid() against a reference, on the whole
  * input and on its first 36 bytes, each in a buffer of its exact size.

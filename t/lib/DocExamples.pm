@@ -1,4 +1,5 @@
 package DocExamples;
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The ```nginx blocks of README.md and docs/*.md, and what it takes to run
 # them: t/190-doc-examples.t runs `nginx -t` on every one, and runs the

@@ -1,4 +1,5 @@
 package H2Client;
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A minimal HTTP/2 client over cleartext (prior knowledge), enough for the
 # tests that must reset a stream: nginx's own tests do the same with

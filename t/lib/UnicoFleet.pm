@@ -1,4 +1,5 @@
 package UnicoFleet;
+# SPDX-License-Identifier: BSD-2-Clause
 
 # A fleet on 127.0.0.1 for the fleet tests (t/250-fleet.t,
 # t/251-fleet-budget.t): the mock Unico, shield nginx with the module (each

@@ -1,4 +1,5 @@
 package UnicoTest;
+# SPDX-License-Identifier: BSD-2-Clause
 
 # The test harness: a temporary prefix, free loopback ports, the mock Unico
 # server (t/mock/unico.pl) over TLS with a CA made for the run, and an nginx

@@ -1,4 +1,5 @@
 package UnitBuild;
+# SPDX-License-Identifier: BSD-2-Clause
 
 # Copyright (C) ngx_unico_selfie_module authors
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/perl
+# SPDX-License-Identifier: BSD-2-Clause
 #
 # dns.pl - a tiny DNS server for the tests (t/191-dns.t): answers A queries
 # from a table file that it reads again for every query, so a test changes

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * The little TAP the unit-test programs share: ok() prints one test line,
  * diag() a comment, die() bails out; main() prints the plan at the end.

@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * Unit tests of the service-account core, unico_selfie_jwt.c, printing TAP:
  * RS256 assertions signed with freshly generated RSA keys and checked with

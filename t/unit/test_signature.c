@@ -1,6 +1,7 @@
 
 /*
  * Copyright (C) ngx_unico_selfie_module authors
+ * SPDX-License-Identifier: BSD-2-Clause
  *
  * Unit tests of the signed-URL core, unico_selfie_signature.c, and of the
  * ETag hash, unico_selfie_hash.c, printing TAP.
