@@ -759,7 +759,12 @@ ok !(grep { $_->{path} =~ m{\A/__mock/} && $_->{kind} ne 'mock' } @log),
     is get_selfie($mp, $ID{'jpeg-small'})->{status}, 200,
        '... the next second is admitted again';
     my $stats = $JSON->decode(http($mp, 'GET', '/__mock/stats')->{body});
-    ok $stats->{rate_limited} >= 3, "... stats: rate_limited $stats->{rate_limited}";
+    SKIP: {
+        skip 'the 8 calls spanned two seconds (a loaded machine)', 1
+            unless $same;
+        ok $stats->{rate_limited} >= 3,
+           "... stats: rate_limited $stats->{rate_limited}";
+    }
     stop_mock($mp);
 }
 
