@@ -421,7 +421,7 @@ mem_test() {   # mem_test <path> <round>
                 r, p, n, img / 1024, json / 1024, base / 1024, peak / 1024,
                 per / 1024, per / img, t
         }' >>"$MEMRESULTS"
-    blog "memory $(tail -1 "$MEMRESULTS" | awk -F'\t' '{printf "%-7s base %s MB peak %s MB: %s KB per request = %sx the image (%s s)", $1, $5, $6, $7, $8, $9}')"
+    blog "memory $(tail -1 "$MEMRESULTS" | awk -F'\t' '{printf "r%s %-7s base %s MB peak %s MB: %s KB per request = %sx the image (%s s)", $1, $2, $6, $7, $8, $9, $10}')"
 }
 
 # the module once per round (the memory goal is its median), the peers once
