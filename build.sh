@@ -28,7 +28,7 @@ die() { log "$*"; exit 1; }
 
 
 # Debian packages the build, the tests and the demo need.
-PACKAGES=(nginx nginx-dev gcc make libc6-dev libyajl-dev libssl-dev
+PACKAGES=(nginx nginx-dev gcc make libc6-dev libyajl-dev libssl-dev libxxhash-dev
           libpcre3-dev zlib1g-dev openssl curl perl
           libio-socket-ssl-perl libnet-ssleay-perl libcrypt-openssl-rsa-perl
           libjson-pp-perl libnet-dns-perl libnginx-mod-http-image-filter

@@ -134,6 +134,11 @@ typedef struct {
     u_char                    *file;          /* where unico_selfie was set */
     ngx_uint_t                 line;
 
+    /* the credentials' part of the key, when the configuration fixes it */
+    u_char                     credentials_id[UNICO_SELFIE_KEY_LEN
+                                              - UNICO_UUID_LEN];
+
+    unsigned                   credentials_fixed:1;
     unsigned                   metrics:1;     /* unico_selfie_metrics */
 } ngx_http_unico_selfie_loc_conf_t;
 
@@ -161,6 +166,16 @@ struct ngx_http_unico_selfie_fetch_s {
 
     ngx_http_unico_selfie_fetch_pt   handler;
     void                      *data;
+
+    /*
+     * The selfie's answer, with a Content-Length, is decoded as it arrives
+     * (unico_payload_stream): its base64 straight into the image buffer,
+     * nothing of the JSON kept.  max_image 0: the body is collected whole.
+     */
+    size_t                     max_image;
+    unico_payload_stream_t    *stream;
+    unico_payload_rc_e         stream_rc;
+    unico_pool_alloc_t         alloc;
 
     unsigned                   done:1;        /* post_subrequest has run */
     unsigned                   last:1;        /* saw the final buffer */
@@ -278,6 +293,8 @@ ngx_int_t ngx_http_unico_selfie_request_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
 ngx_int_t ngx_http_unico_selfie_credentials_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx);
+ngx_int_t ngx_http_unico_selfie_credentials_id(ngx_str_t *api,
+    ngx_uint_t account, ngx_str_t *cred, u_char *out);
 
 /* signed URLs: ngx_http_unico_selfie_signature.c */
 char *ngx_http_unico_selfie_signature_keys(ngx_conf_t *cf,

@@ -39,10 +39,22 @@ ngx_http_unico_selfie_decode_stage(ngx_http_request_t *r,
         return NGX_DONE;
     }
 
-    uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
+    if (f->stream) {
+        /* decoded as it arrived: the first problem met, or the image */
 
-    rc = unico_payload_parse(f->body, f->body_len, uslcf->max_size,
-                             &ctx->image);
+        rc = (f->stream_rc != UNICO_PAYLOAD_OK)
+             ? f->stream_rc
+             : unico_payload_stream_finish(f->stream, &ctx->image);
+
+        unico_payload_stream_destroy(f->stream);
+        f->stream = NULL;
+
+    } else {
+        uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
+
+        rc = unico_payload_parse(f->body, f->body_len, uslcf->max_size,
+                                 &ctx->image);
+    }
 
     if (rc != UNICO_PAYLOAD_OK) {
         ctx->outcome = ngx_http_unico_selfie_payload_outcome(rc);

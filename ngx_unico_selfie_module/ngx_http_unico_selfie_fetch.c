@@ -36,6 +36,9 @@ static ngx_int_t ngx_http_unico_selfie_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_unico_selfie_collect(ngx_http_request_t *r,
     ngx_http_unico_selfie_fetch_t *f, ngx_buf_t *b);
+static ngx_int_t ngx_http_unico_selfie_stream_start(ngx_http_request_t *r,
+    ngx_http_unico_selfie_fetch_t *f, size_t len);
+static void *ngx_http_unico_selfie_pool_alloc(void *pool, size_t size);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -107,6 +110,7 @@ ngx_http_unico_selfie_fetch_stage(ngx_http_request_t *r,
     b64 = (uslcf->max_size + 2) / 3 * 4;
 
     f->body_max = b64 + b64 / 8 + 4096;
+    f->max_image = uslcf->max_size;
     f->authorization = ctx->authorization;
     f->handler = ngx_http_unico_selfie_fetched;
     f->data = ctx;
@@ -532,6 +536,12 @@ ngx_http_unico_selfie_header_filter(ngx_http_request_t *r)
         return NGX_ERROR;
     }
 
+    /* the selfie: decoded as it arrives, into a buffer of the image's size */
+
+    if (len > 0 && f->max_image && f->status == NGX_HTTP_OK) {
+        return ngx_http_unico_selfie_stream_start(r, f, (size_t) len);
+    }
+
     /* with a Content-Length the body is collected without a reallocation */
 
     if (len > 0) {
@@ -591,6 +601,46 @@ ngx_http_unico_selfie_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
 
 static ngx_int_t
+ngx_http_unico_selfie_stream_start(ngx_http_request_t *r,
+    ngx_http_unico_selfie_fetch_t *f, size_t len)
+{
+    u_char  *out;
+    size_t   cap;
+
+    cap = unico_payload_stream_out_size(len, f->max_image);
+
+    out = ngx_palloc(r->pool, ngx_max(cap, 1));
+    if (out == NULL) {
+        f->outcome = NGX_HTTP_UNICO_INTERNAL;
+        return NGX_ERROR;
+    }
+
+    /* yajl's state and the stream's buffers come from the request's pool */
+
+    unico_pool_alloc_init(&f->alloc, ngx_http_unico_selfie_pool_alloc,
+                          r->pool);
+
+    f->stream = unico_payload_stream_create(out, cap, f->max_image, len,
+                                            &f->alloc.funcs);
+    if (f->stream == NULL) {
+        f->outcome = NGX_HTTP_UNICO_INTERNAL;
+        return NGX_ERROR;
+    }
+
+    f->stream_rc = UNICO_PAYLOAD_OK;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_unico_selfie_pool_alloc(void *pool, size_t size)
+{
+    return ngx_palloc(pool, size);
+}
+
+
+static ngx_int_t
 ngx_http_unico_selfie_collect(ngx_http_request_t *r,
     ngx_http_unico_selfie_fetch_t *f, ngx_buf_t *b)
 {
@@ -613,6 +663,19 @@ ngx_http_unico_selfie_collect(ngx_http_request_t *r,
     if (need > f->body_max) {
         f->outcome = NGX_HTTP_UNICO_RESPONSE_TOO_LARGE;
         return NGX_ERROR;
+    }
+
+    if (f->stream) {
+
+        /* after the stream's first problem, the rest is only counted */
+
+        if (f->stream_rc == UNICO_PAYLOAD_OK) {
+            f->stream_rc = unico_payload_stream_feed(f->stream, b->pos, size);
+        }
+
+        f->body_len = need;
+
+        return NGX_OK;
     }
 
     if (need > f->body_size) {

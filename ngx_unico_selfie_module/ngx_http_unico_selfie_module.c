@@ -298,6 +298,8 @@ ngx_http_unico_selfie_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_unico_selfie_loc_conf_t *prev = parent;
     ngx_http_unico_selfie_loc_conf_t *conf = child;
 
+    ngx_str_t  cred;
+
     ngx_conf_merge_str_value(conf->api, prev->api, "");
 
     /*
@@ -350,6 +352,44 @@ ngx_http_unico_selfie_merge_loc_conf(ngx_conf_t *cf, void *parent,
                       "present to Unico)",
                       conf->file, conf->line);
         return NGX_CONF_ERROR;
+    }
+
+    /*
+     * The credentials' part of the cache and coalescing key, once: for an
+     * account, or a token without variables ("Bearer <token>", as a
+     * request would make it).
+     */
+
+    if (conf->account) {
+        ngx_http_unico_selfie_account_id(conf->account, &cred);
+
+        if (ngx_http_unico_selfie_credentials_id(&conf->api, 1, &cred,
+                                                 conf->credentials_id)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->credentials_fixed = 1;
+
+    } else if (conf->token->lengths == NULL) {
+        cred.len = sizeof("Bearer ") - 1 + conf->token->value.len;
+        cred.data = ngx_pnalloc(cf->pool, cred.len);
+        if (cred.data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(ngx_cpymem(cred.data, "Bearer ", sizeof("Bearer ") - 1),
+                   conf->token->value.data, conf->token->value.len);
+
+        if (ngx_http_unico_selfie_credentials_id(&conf->api, 0, &cred,
+                                                 conf->credentials_id)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        conf->credentials_fixed = 1;
     }
 
     if (conf->max_size == 0) {

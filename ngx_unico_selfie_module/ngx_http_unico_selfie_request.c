@@ -154,50 +154,71 @@ ngx_http_unico_selfie_credentials(ngx_http_request_t *r,
 /*
  * The processId in lower case and 16 bytes of SHA-256 over the API prefix
  * and the credentials (the account's key fingerprint, or the token): the
- * same across reloads, never the same for two tenants.
+ * same across reloads, never the same for two tenants.  The digest of an
+ * account or of a token written in the configuration is made once, when
+ * the configuration loads.
  */
 
 static ngx_int_t
 ngx_http_unico_selfie_key(ngx_http_request_t *r,
     ngx_http_unico_selfie_loc_conf_t *uslcf, ngx_http_unico_selfie_ctx_t *ctx)
 {
+    u_char  *id;
+    u_char   digest[UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN];
+
+    id = uslcf->credentials_id;
+
+    if (!uslcf->credentials_fixed) {
+        if (ngx_http_unico_selfie_credentials_id(&uslcf->api, 0,
+                                                 &ctx->authorization, digest)
+            != NGX_OK)
+        {
+            ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
+            return NGX_ERROR;
+        }
+
+        id = digest;
+    }
+
+    ngx_strlow(ctx->key, ctx->process_id.data, UNICO_UUID_LEN);
+    ngx_memcpy(ctx->key + UNICO_UUID_LEN, id,
+               UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN);
+
+    return NGX_OK;
+}
+
+
+/* the digest itself: out has UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN bytes */
+
+ngx_int_t
+ngx_http_unico_selfie_credentials_id(ngx_str_t *api, ngx_uint_t account,
+    ngx_str_t *cred, u_char *out)
+{
     u_char        md[EVP_MAX_MD_SIZE];
-    ngx_str_t     cred;
     unsigned int  n;
     EVP_MD_CTX   *mdctx;
 
-    if (uslcf->account) {
-        ngx_http_unico_selfie_account_id(uslcf->account, &cred);
-
-    } else {
-        cred = ctx->authorization;
-    }
-
     mdctx = EVP_MD_CTX_new();
     if (mdctx == NULL) {
-        ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
         return NGX_ERROR;
     }
 
     n = 0;
 
     if (EVP_DigestInit_ex(mdctx, EVP_sha256(), NULL) != 1
-        || EVP_DigestUpdate(mdctx, uslcf->api.data, uslcf->api.len) != 1
-        || EVP_DigestUpdate(mdctx, uslcf->account ? "\na" : "\nt", 2) != 1
-        || EVP_DigestUpdate(mdctx, cred.data, cred.len) != 1
+        || EVP_DigestUpdate(mdctx, api->data, api->len) != 1
+        || EVP_DigestUpdate(mdctx, account ? "\na" : "\nt", 2) != 1
+        || EVP_DigestUpdate(mdctx, cred->data, cred->len) != 1
         || EVP_DigestFinal_ex(mdctx, md, &n) != 1
         || n < UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN)
     {
         EVP_MD_CTX_free(mdctx);
-        ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
         return NGX_ERROR;
     }
 
     EVP_MD_CTX_free(mdctx);
 
-    ngx_strlow(ctx->key, ctx->process_id.data, UNICO_UUID_LEN);
-    ngx_memcpy(ctx->key + UNICO_UUID_LEN, md,
-               UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN);
+    ngx_memcpy(out, md, UNICO_SELFIE_KEY_LEN - UNICO_UUID_LEN);
 
     return NGX_OK;
 }

@@ -3,7 +3,7 @@
  * Copyright (C) ngx_unico_selfie_module authors
  *
  * The strong ETag of a served image: a 64-bit content hash of the decoded
- * bytes, no nginx types.
+ * bytes (libxxhash's XXH64), no nginx types.
  */
 
 
@@ -21,10 +21,9 @@
 
 /*
  * XXH64 (Yann Collet's xxHash, 64-bit variant) of p[0 .. len) with the
- * given seed: the same value as the reference XXH64(p, len, seed).  Four
- * independent multiply-rotate lanes over 8-byte words, 0.84 instructions
- * a byte on x86-64 (callgrind, gcc -O2); not cryptographic, which an ETag
- * does not need: it tells one response of a URL from another.
+ * given seed, from libxxhash (link with -lxxhash); not cryptographic,
+ * which an ETag does not need: it tells one response of a URL from
+ * another.
  */
 uint64_t unico_hash64(const unsigned char *p, size_t len, uint64_t seed);
 

@@ -13,16 +13,12 @@
 
 #include <yajl/yajl_parse.h>
 
+#include "unico_selfie_base64.h"
 #include "unico_selfie_jwt.h"
 
 
 #define UNICO_JWT_HEADER  "{\"alg\":\"RS256\",\"typ\":\"JWT\"}"
 
-#define unico_b64url_len(n)  (((n) / 3) * 4 + ((n) % 3 ? (n) % 3 + 1 : 0))
-
-
-static size_t unico_b64url_encode(unsigned char *dst, const unsigned char *src,
-    size_t len);
 static int unico_token_null(void *ctx);
 static int unico_token_boolean(void *ctx, int v);
 static int unico_token_number(void *ctx, const char *s, size_t len);
@@ -32,43 +28,6 @@ static int unico_token_start_map(void *ctx);
 static int unico_token_end_map(void *ctx);
 static int unico_token_start_array(void *ctx);
 static int unico_token_end_array(void *ctx);
-
-
-static const char  unico_b64url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-
-static size_t
-unico_b64url_encode(unsigned char *dst, const unsigned char *src, size_t len)
-{
-    unsigned char  *d;
-
-    d = dst;
-
-    while (len >= 3) {
-        *d++ = unico_b64url[src[0] >> 2];
-        *d++ = unico_b64url[((src[0] & 0x03) << 4) | (src[1] >> 4)];
-        *d++ = unico_b64url[((src[1] & 0x0f) << 2) | (src[2] >> 6)];
-        *d++ = unico_b64url[src[2] & 0x3f];
-
-        src += 3;
-        len -= 3;
-    }
-
-    if (len) {
-        *d++ = unico_b64url[src[0] >> 2];
-
-        if (len == 1) {
-            *d++ = unico_b64url[(src[0] & 0x03) << 4];
-
-        } else {
-            *d++ = unico_b64url[((src[0] & 0x03) << 4) | (src[1] >> 4)];
-            *d++ = unico_b64url[(src[1] & 0x0f) << 2];
-        }
-    }
-
-    return d - dst;
-}
 
 
 int
@@ -169,9 +128,9 @@ unico_jwt_max_len(const unico_jwt_claims_t *claims, EVP_PKEY *key)
         return 0;
     }
 
-    return unico_b64url_len(sizeof(UNICO_JWT_HEADER) - 1) + 1
-           + unico_b64url_len(claims_len) + 1
-           + unico_b64url_len((size_t) EVP_PKEY_get_size(key));
+    return unico_base64url_encoded_len(sizeof(UNICO_JWT_HEADER) - 1) + 1
+           + unico_base64url_encoded_len(claims_len) + 1
+           + unico_base64url_encoded_len((size_t) EVP_PKEY_get_size(key));
 }
 
 
@@ -200,10 +159,10 @@ unico_jwt_sign(const unico_jwt_claims_t *claims, EVP_PKEY *key,
     }
 
     p = out;
-    p += unico_b64url_encode(p, (const unsigned char *) UNICO_JWT_HEADER,
+    p += unico_base64url_encode(p, (const unsigned char *) UNICO_JWT_HEADER,
                              sizeof(UNICO_JWT_HEADER) - 1);
     *p++ = '.';
-    p += unico_b64url_encode(p, (const unsigned char *) json, json_len);
+    p += unico_base64url_encode(p, (const unsigned char *) json, json_len);
 
     /* RS256: RSASSA-PKCS1-v1_5 with SHA-256 over "header.claims" */
 
@@ -224,7 +183,7 @@ unico_jwt_sign(const unico_jwt_claims_t *claims, EVP_PKEY *key,
     }
 
     *p++ = '.';
-    n = unico_b64url_encode(p, sig, sig_len);
+    n = unico_base64url_encode(p, sig, sig_len);
 
     return (size_t) (p - out) + n;
 }

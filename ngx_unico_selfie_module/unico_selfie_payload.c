@@ -8,417 +8,13 @@
  */
 
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <yajl/yajl_parse.h>
 
+#include "unico_selfie_base64.h"
 #include "unico_selfie_payload.h"
-
-
-/*
- * The base64 decoder.
- *
- * Four tables, one per position in a quantum, map a character to a 32-bit
- * word that already holds its sextet shifted to where it lands among the
- * quantum's 3 output bytes, so a quantum costs 4 loads and 3 ORs.  The
- * words are laid out so that, on this host, storing one as 4 bytes writes
- * the 3 output bytes in order followed by byte 3, which is 0 for a sextet.
- * A character that is not a sextet sets its class in byte 3 instead, so a
- * single test of the ORed words tells whether a quantum needs the slow
- * path.  Where the byte order is unknown at compile time the same layout
- * as big-endian is used and the bytes are stored one by one.
- */
-
-#if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)             \
-    && (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
-
-#define UNICO_B64_SHIFT(i)      (8 * (i))
-#define UNICO_B64_WORD_STORE    1
-
-#elif defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__)              \
-    && (__BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
-
-#define UNICO_B64_SHIFT(i)      (24 - 8 * (i))
-#define UNICO_B64_WORD_STORE    1
-
-#else
-
-#define UNICO_B64_SHIFT(i)      (24 - 8 * (i))
-#define UNICO_B64_WORD_STORE    0
-
-#endif
-
-
-/* the byte v at position i (0 .. 3) of a decoder word */
-#define UNICO_B64_AT(i, v)      ((uint32_t) (v) << UNICO_B64_SHIFT(i))
-
-/* classes of the characters that are not sextets, kept in byte 3 */
-#define UNICO_B64_INVALID       0x01
-#define UNICO_B64_BLANK         0x02
-#define UNICO_B64_PAD           0x04
-
-#define UNICO_B64_NOT_SEXTET    UNICO_B64_AT(3, 0xff)
-
-
-/* the sextet of the character c, or 64 when c is not in the alphabet */
-#define UNICO_B64_VAL(c)                                                      \
-    (((c) >= 'A' && (c) <= 'Z') ? (c) - 'A'                                   \
-     : ((c) >= 'a' && (c) <= 'z') ? (c) - 'a' + 26                            \
-     : ((c) >= '0' && (c) <= '9') ? (c) - '0' + 52                            \
-     : (c) == '+' ? 62 : (c) == '/' ? 63 : 64)
-
-#define UNICO_B64_CLASS(c)                                                    \
-    (((c) == '\r' || (c) == '\n' || (c) == '\t' || (c) == ' ')                \
-     ? UNICO_B64_BLANK : (c) == '=' ? UNICO_B64_PAD : UNICO_B64_INVALID)
-
-#define UNICO_B64_ENTRY(c, sextet)                                            \
-    (UNICO_B64_VAL(c) < 64 ? (sextet) : UNICO_B64_AT(3, UNICO_B64_CLASS(c)))
-
-/*
- * The sextet s = UNICO_B64_VAL(c) of each position of the quantum
- * "aaaaaabb bbbbcccc ccdddddd" split over the output bytes.
- */
-#define UNICO_B64_E0(c)                                                       \
-    UNICO_B64_ENTRY(c, UNICO_B64_AT(0, UNICO_B64_VAL(c) << 2))
-
-#define UNICO_B64_E1(c)                                                       \
-    UNICO_B64_ENTRY(c, UNICO_B64_AT(0, UNICO_B64_VAL(c) >> 4)                 \
-                       | UNICO_B64_AT(1, (UNICO_B64_VAL(c) & 0x0f) << 4))
-
-#define UNICO_B64_E2(c)                                                       \
-    UNICO_B64_ENTRY(c, UNICO_B64_AT(1, UNICO_B64_VAL(c) >> 2)                 \
-                       | UNICO_B64_AT(2, (UNICO_B64_VAL(c) & 0x03) << 6))
-
-#define UNICO_B64_E3(c)                                                       \
-    UNICO_B64_ENTRY(c, UNICO_B64_AT(2, UNICO_B64_VAL(c)))
-
-/* e(0), e(1) ... e(255) */
-#define UNICO_B64_R4(e, c)                                                    \
-    e(c), e((c) + 1), e((c) + 2), e((c) + 3)
-#define UNICO_B64_R16(e, c)                                                   \
-    UNICO_B64_R4(e, c), UNICO_B64_R4(e, (c) + 4),                             \
-    UNICO_B64_R4(e, (c) + 8), UNICO_B64_R4(e, (c) + 12)
-#define UNICO_B64_R64(e, c)                                                   \
-    UNICO_B64_R16(e, c), UNICO_B64_R16(e, (c) + 16),                          \
-    UNICO_B64_R16(e, (c) + 32), UNICO_B64_R16(e, (c) + 48)
-#define UNICO_B64_R256(e)                                                     \
-    UNICO_B64_R64(e, 0), UNICO_B64_R64(e, 64),                                \
-    UNICO_B64_R64(e, 128), UNICO_B64_R64(e, 192)
-
-
-static const uint32_t  unico_b64_dec[4][256] = {
-    { UNICO_B64_R256(UNICO_B64_E0) },
-    { UNICO_B64_R256(UNICO_B64_E1) },
-    { UNICO_B64_R256(UNICO_B64_E2) },
-    { UNICO_B64_R256(UNICO_B64_E3) }
-};
-
-
-/* the 4 characters at p combined into a decoder word */
-#define unico_b64_quantum(p)                                                  \
-    (unico_b64_dec[0][(p)[0]] | unico_b64_dec[1][(p)[1]]                      \
-     | unico_b64_dec[2][(p)[2]] | unico_b64_dec[3][(p)[3]])
-
-/* the class of the character c: 0 for a sextet */
-#define unico_b64_class(c)                                                    \
-    (unico_b64_dec[0][c] >> UNICO_B64_SHIFT(3) & 0xff)
-
-#define unico_b64_byte(x, i)                                                  \
-    ((unsigned char) ((x) >> UNICO_B64_SHIFT(i)))
-
-#define unico_b64_store3(d, x)                                                \
-    do {                                                                      \
-        (d)[0] = unico_b64_byte(x, 0);                                        \
-        (d)[1] = unico_b64_byte(x, 1);                                        \
-        (d)[2] = unico_b64_byte(x, 2);                                        \
-    } while (0)
-
-/*
- * Stores a quantum's 3 bytes, and maybe a 4th, scratch, byte after them:
- * only where that byte is known to be in dst's room and already read.
- */
-#if (UNICO_B64_WORD_STORE)
-#define unico_b64_store4(d, x)  memcpy(d, &(x), 4)
-#else
-#define unico_b64_store4(d, x)  unico_b64_store3(d, x)
-#endif
-
-
-/*
- * The decoder is table-driven: blocks of 16 characters (4 quanta, 12 bytes)
- * while more than 16 characters remain and none is a blank, a pad or
- * invalid; then single quanta up to the one that is not all sextets.  If
- * blanks start that one, as line breaks between quanta do (MIME's every 76
- * characters, PEM's every 64), they are skipped and the fast paths resume;
- * otherwise the slow path, unico_b64_slow(), takes one quantum that has
- * blanks inside, or the padding, or the end.
- *
- * In place: d - dst is at most 3/4 of p - src, so with dst <= src every
- * write lands at or before characters that have been read already.  The
- * scratch 4th byte of the word stores lands at most one byte past the last
- * output byte; the "more than 16 (or 4) characters remain" conditions keep
- * it below dst + unico_base64_decoded_max(len).
- *
- * Non-zero bits left over in the final, short quantum ("Zh==" instead of
- * "Zg==") are accepted and dropped, as most decoders do: a sender has no
- * reason to set them, and refusing them would refuse an image whose bytes
- * are all there.
- */
-
-static size_t unico_b64_decode(unsigned char *dst, const unsigned char *src,
-    size_t len, unsigned raw, const unsigned char **stop);
-static int unico_b64_slow(unsigned char *d, const unsigned char **pp,
-    const unsigned char *end, unsigned raw);
-
-
-size_t
-unico_base64_decode(unsigned char *dst, const unsigned char *src, size_t len)
-{
-    const unsigned char  *stop;
-
-    return unico_b64_decode(dst, src, len, 0, &stop);
-}
-
-
-/*
- * The decoder proper.  With raw set, src is the raw text of a JSON string
- * without escapes, where CR, LF and TAB are not allowed: then the only
- * blank skipped is SP, and the others are refused as invalid.  That costs
- * nothing on the fast paths, which never see a blank.  On failure *stop is
- * where the quantum that failed starts: src[0 .. *stop) held only sextets
- * and blanks, and (*stop .. src + len) has not been written.
- */
-
-static size_t
-unico_b64_decode(unsigned char *dst, const unsigned char *src, size_t len,
-    unsigned raw, const unsigned char **stop)
-{
-    int                   rc;
-    uint32_t              x, x0, x1, x2, x3;
-    unsigned char        *d;
-    const unsigned char  *p, *end, *blocks_end, *quanta_end, *start;
-
-    *stop = src;
-
-    if (len == 0) {
-        return 0;
-    }
-
-    d = dst;
-    p = src;
-    end = src + len;
-
-    /* p < blocks_end: more than 16 characters remain; quanta_end: 4 */
-
-    blocks_end = (len > 16) ? end - 16 : src;
-    quanta_end = (len > 4) ? end - 4 : src;
-
-    for ( ;; ) {
-
-        while (p < blocks_end) {
-            x0 = unico_b64_quantum(p);
-            x1 = unico_b64_quantum(p + 4);
-            x2 = unico_b64_quantum(p + 8);
-            x3 = unico_b64_quantum(p + 12);
-
-            if ((x0 | x1 | x2 | x3) & UNICO_B64_NOT_SEXTET) {
-                break;
-            }
-
-            unico_b64_store4(d, x0);
-            unico_b64_store4(d + 3, x1);
-            unico_b64_store4(d + 6, x2);
-            unico_b64_store4(d + 9, x3);
-
-            p += 16;
-            d += 12;
-        }
-
-        while (p < quanta_end) {
-            x = unico_b64_quantum(p);
-
-            if (x & UNICO_B64_NOT_SEXTET) {
-                break;
-            }
-
-            unico_b64_store4(d, x);
-            p += 4;
-            d += 3;
-        }
-
-        start = p;
-
-        while (p < end && unico_b64_class(*p) == UNICO_B64_BLANK
-               && (*p == ' ' || !raw))
-        {
-            p++;
-        }
-
-        if (p == end) {
-            return (size_t) (d - dst);
-        }
-
-        if (p != start) {
-            continue;
-        }
-
-        rc = unico_b64_slow(d, &p, end, raw);
-
-        if (rc < 0) {
-            *stop = p;
-            return (size_t) -1;
-        }
-
-        d += rc;
-
-        if (p == end) {
-            return (size_t) (d - dst);
-        }
-    }
-}
-
-
-/*
- * Decodes the next quantum from *pp, skipping blanks (only SP with raw
- * set), into d[0 .. 3).  Returns the number of bytes written: 3 for a
- * whole quantum, after which more may follow; 0, 1 or 2 for the final
- * one, short or padded, after which *pp is end.  Returns -1, leaving *pp
- * as it was, on an invalid character, a misplaced or incomplete padding,
- * or a single dangling sextet.
- */
-
-static int
-unico_b64_slow(unsigned char *d, const unsigned char **pp,
-    const unsigned char *end, unsigned raw)
-{
-    uint32_t              x, k;
-    unsigned int          n, need;
-    unsigned char         q[4];
-    const unsigned char  *p;
-
-    p = *pp;
-    n = 0;
-
-    while (p < end) {
-        k = unico_b64_class(*p);
-
-        if (k == 0) {
-            q[n++] = *p++;
-
-            if (n == 4) {
-                x = unico_b64_quantum(q);
-                unico_b64_store3(d, x);
-                *pp = p;
-                return 3;
-            }
-
-            continue;
-        }
-
-        if (k == UNICO_B64_BLANK && (*p == ' ' || !raw)) {
-            p++;
-            continue;
-        }
-
-        if (k == UNICO_B64_PAD) {
-            break;
-        }
-
-        return -1;
-    }
-
-    if (p < end) {
-
-        /*
-         * Padding: it must complete the quantum ("xx==", "xxx="), and
-         * nothing but blanks may follow it.
-         */
-
-        if (n < 2) {
-            return -1;
-        }
-
-        for (need = 4 - n; p < end; p++) {
-            k = unico_b64_class(*p);
-
-            if (k == UNICO_B64_PAD && need > 0) {
-                need--;
-                continue;
-            }
-
-            if (k != UNICO_B64_BLANK || (*p != ' ' && raw)) {
-                return -1;
-            }
-        }
-
-        if (need > 0) {
-            return -1;
-        }
-
-    } else if (n == 1) {
-        return -1;
-    }
-
-    *pp = end;
-
-    if (n == 0) {
-        return 0;
-    }
-
-    /* a short quantum: 2 sextets give 1 byte, 3 give 2 */
-
-    for (k = n; k < 4; k++) {
-        q[k] = 'A';
-    }
-
-    x = unico_b64_quantum(q);
-
-    d[0] = unico_b64_byte(x, 0);
-
-    if (n == 3) {
-        d[1] = unico_b64_byte(x, 1);
-    }
-
-    return (int) n - 1;
-}
-
-
-/*
- * The fewest bytes that s[0 .. len) can decode to, if it is valid: exact
- * for valid base64, and only an estimate for invalid base64, which is
- * refused either way.  It reads the string once, without writing.
- */
-
-static size_t
-unico_b64_decoded_min(const unsigned char *s, size_t len)
-{
-    size_t  i, n, pad;
-
-    n = 0;
-
-    for (i = 0; i < len; i++) {
-        n += (unico_b64_class(s[i]) != UNICO_B64_BLANK);
-    }
-
-    for (pad = 0, i = len; i > 0 && pad < 2; i--) {
-
-        if (unico_b64_class(s[i - 1]) == UNICO_B64_BLANK) {
-            continue;
-        }
-
-        if (s[i - 1] != '=') {
-            break;
-        }
-
-        pad++;
-    }
-
-    /* n - pad sextets, 6 bits each, rounded down to whole bytes */
-
-    n -= pad;
-
-    return n / 4 * 3 + n % 4 * 3 / 4;
-}
 
 
 /*
@@ -470,6 +66,7 @@ typedef struct {
     unsigned             fast_next:1; /* the next token is that string */
     unsigned             fast_esc:1;  /* it has backslashes */
     unsigned             fast_lost:1; /* yajl did not see it as expected */
+    unico_payload_stream_t  *stream;  /* the stream that runs this parse */
 } unico_payload_ctx_t;
 
 
@@ -484,7 +81,13 @@ static int unico_payload_map_key(void *data, const unsigned char *key,
 static int unico_payload_end(void *data);
 static int unico_payload_start_array(void *data);
 static unico_payload_rc_e unico_payload_run(unsigned char *buf, size_t len,
-    size_t max_image, unico_image_t *out, unsigned fast);
+    size_t max_image, const yajl_alloc_funcs *af, unico_image_t *out,
+    unsigned fast);
+static unico_payload_rc_e unico_payload_result(unico_payload_ctx_t *ctx,
+    yajl_status status, unsigned char *image, unico_image_t *out);
+static int unico_payload_stream_string(unico_payload_ctx_t *ctx);
+static int unico_payload_stream_other(unico_payload_ctx_t *ctx,
+    const unsigned char *value, size_t len);
 static int unico_payload_scalar(unico_payload_ctx_t *ctx);
 static int unico_payload_fast(unico_payload_ctx_t *ctx);
 static int unico_payload_image(unico_payload_ctx_t *ctx,
@@ -498,8 +101,6 @@ static const unsigned char *unico_json_string_end(const unsigned char *p,
 static int unico_json_text_valid(const unsigned char *s, size_t len);
 static size_t unico_json_unescape(unsigned char *s, size_t len,
     size_t *min);
-static void unico_b64_count(const unsigned char *s, size_t len,
-    size_t *chars, size_t *pad);
 static int unico_json_hex4(const unsigned char *p, uint32_t *cp);
 static size_t unico_utf8_put(unsigned char *d, uint32_t cp);
 static unico_image_type_e unico_payload_mime(const unsigned char *s,
@@ -534,7 +135,15 @@ unico_payload_rc_e
 unico_payload_parse(unsigned char *buf, size_t len, size_t max_image,
     unico_image_t *out)
 {
-    return unico_payload_run(buf, len, max_image, out, 1);
+    return unico_payload_run(buf, len, max_image, NULL, out, 1);
+}
+
+
+unico_payload_rc_e
+unico_payload_parse_alloc(unsigned char *buf, size_t len, size_t max_image,
+    const yajl_alloc_funcs *af, unico_image_t *out)
+{
+    return unico_payload_run(buf, len, max_image, af, out, 1);
 }
 
 
@@ -542,7 +151,7 @@ unico_payload_rc_e
 unico_payload_parse_reference(unsigned char *buf, size_t len,
     size_t max_image, unico_image_t *out)
 {
-    return unico_payload_run(buf, len, max_image, out, 0);
+    return unico_payload_run(buf, len, max_image, NULL, out, 0);
 }
 
 
@@ -565,7 +174,7 @@ unico_payload_parse_reference(unsigned char *buf, size_t len,
 
 static unico_payload_rc_e
 unico_payload_run(unsigned char *buf, size_t len, size_t max_image,
-    unico_image_t *out, unsigned fast)
+    const yajl_alloc_funcs *af, unico_image_t *out, unsigned fast)
 {
     size_t               start, end;
     unsigned             esc;
@@ -599,7 +208,8 @@ again:
     ctx.type = UNICO_IMAGE_NONE;
     ctx.rc = UNICO_PAYLOAD_OK;
 
-    hand = yajl_alloc(&unico_payload_callbacks, NULL, &ctx);
+    hand = yajl_alloc(&unico_payload_callbacks, (yajl_alloc_funcs *) af,
+                      &ctx);
     if (hand == NULL) {
         return UNICO_PAYLOAD_NO_MEMORY;
     }
@@ -632,31 +242,41 @@ again:
 
     yajl_free(hand);
 
+    return unico_payload_result(&ctx, status, buf, out);
+}
+
+
+/* the outcome of a parse that yajl has finished with status */
+
+static unico_payload_rc_e
+unico_payload_result(unico_payload_ctx_t *ctx, yajl_status status,
+    unsigned char *image, unico_image_t *out)
+{
     switch (status) {
 
     case yajl_status_ok:
         break;
 
     case yajl_status_client_canceled:
-        return (ctx.rc != UNICO_PAYLOAD_OK) ? ctx.rc
-                                            : UNICO_PAYLOAD_BAD_JSON;
+        return (ctx->rc != UNICO_PAYLOAD_OK) ? ctx->rc
+                                             : UNICO_PAYLOAD_BAD_JSON;
 
     case yajl_status_error:
     default:
         return UNICO_PAYLOAD_BAD_JSON;
     }
 
-    if (!ctx.file_seen || !ctx.type_seen) {
+    if (!ctx->file_seen || !ctx->type_seen) {
         return UNICO_PAYLOAD_MISSING_FIELD;
     }
 
-    if (unico_image_sniff(buf, ctx.len) != ctx.type) {
+    if (unico_image_sniff(image, ctx->len) != ctx->type) {
         return UNICO_PAYLOAD_IMAGE_MISMATCH;
     }
 
-    out->data = buf;
-    out->len = ctx.len;
-    out->type = ctx.type;
+    out->data = image;
+    out->len = ctx->len;
+    out->type = ctx->type;
 
     return UNICO_PAYLOAD_OK;
 }
@@ -706,6 +326,11 @@ unico_payload_string(void *data, const unsigned char *value, size_t len)
 
     case UNICO_FIELD_FILE:
         ctx->field = UNICO_FIELD_NONE;
+
+        if (ctx->stream != NULL) {
+            return unico_payload_stream_other(ctx, value, len);
+        }
+
         return unico_payload_image(ctx, value, len, 0);
 
     case UNICO_FIELD_TYPE:
@@ -858,6 +483,10 @@ unico_payload_fast(unico_payload_ctx_t *ctx)
         return 0;
     }
 
+    if (ctx->stream != NULL) {
+        return unico_payload_stream_string(ctx);
+    }
+
     ctx->field = UNICO_FIELD_NONE;
 
     s = ctx->buf + ctx->fast_start;
@@ -931,13 +560,13 @@ unico_payload_image(unico_payload_ctx_t *ctx, const unsigned char *s,
             return 0;
         }
 
-        if (unico_b64_decoded_min(s, len) > ctx->max_image) {
+        if (unico_base64_decoded_min(s, len) > ctx->max_image) {
             ctx->rc = UNICO_PAYLOAD_TOO_LARGE;
             return 0;
         }
     }
 
-    n = unico_b64_decode(ctx->buf, s, len, raw, &stop);
+    n = unico_base64_decode_json(ctx->buf, s, len, raw, &stop);
 
     if (n == (size_t) -1) {
         ctx->rc = (raw && !unico_json_text_valid(stop, s + len - stop))
@@ -1216,7 +845,7 @@ unico_json_text_valid(const unsigned char *s, size_t len)
  * stands for, so the writes never pass the reads.
  *
  * With min not NULL, nothing is written (d only counts): the bytes are
- * only measured, and *min is what unico_b64_decoded_min() would say of
+ * only measured, and *min is what unico_base64_decoded_min() would say of
  * them.
  */
 
@@ -1243,7 +872,7 @@ unico_json_unescape(unsigned char *s, size_t len, size_t *min)
         }
 
         if (min != NULL) {
-            unico_b64_count(p, n, &chars, &pad);
+            unico_base64_count(p, n, &chars, &pad);
 
         } else if (d != p) {
             memmove(d, p, n);
@@ -1329,7 +958,7 @@ unico_json_unescape(unsigned char *s, size_t len, size_t *min)
         }
 
         if (min != NULL) {
-            unico_b64_count(tmp, k, &chars, &pad);
+            unico_base64_count(tmp, k, &chars, &pad);
         }
 
         d += k;
@@ -1341,30 +970,6 @@ unico_json_unescape(unsigned char *s, size_t len, size_t *min)
     }
 
     return (size_t) (d - s);
-}
-
-
-/*
- * Counts, in s[0 .. len) after what was counted before, the characters
- * that are not blanks and the '=' that end them (*pad): the streaming
- * form of unico_b64_decoded_min().
- */
-
-static void
-unico_b64_count(const unsigned char *s, size_t len, size_t *chars,
-    size_t *pad)
-{
-    size_t  i;
-
-    for (i = 0; i < len; i++) {
-
-        if (unico_b64_class(s[i]) == UNICO_B64_BLANK) {
-            continue;
-        }
-
-        (*chars)++;
-        *pad = (s[i] == '=') ? *pad + 1 : 0;
-    }
 }
 
 
@@ -1576,4 +1181,1134 @@ unico_uuid_valid(const unsigned char *p, size_t len)
     }
 
     return 1;
+}
+
+
+/*
+ * The pool allocator: a 16-byte header before each block holds its size,
+ * so that realloc knows how much to copy.
+ */
+
+#define UNICO_POOL_HDR  16
+
+
+static void *unico_pool_malloc(void *ctx, size_t size);
+static void *unico_pool_realloc(void *ctx, void *ptr, size_t size);
+static void unico_pool_free(void *ctx, void *ptr);
+
+
+void
+unico_pool_alloc_init(unico_pool_alloc_t *pa, unico_pool_alloc_pt alloc,
+    void *pool)
+{
+    pa->funcs.malloc = unico_pool_malloc;
+    pa->funcs.realloc = unico_pool_realloc;
+    pa->funcs.free = unico_pool_free;
+    pa->funcs.ctx = pa;
+    pa->alloc = alloc;
+    pa->pool = pool;
+}
+
+
+static void *
+unico_pool_malloc(void *ctx, size_t size)
+{
+    unsigned char       *p;
+    unico_pool_alloc_t  *pa = ctx;
+
+    if (size > (size_t) -1 - UNICO_POOL_HDR) {
+        return NULL;
+    }
+
+    p = pa->alloc(pa->pool, size + UNICO_POOL_HDR);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    memcpy(p, &size, sizeof(size_t));
+
+    return p + UNICO_POOL_HDR;
+}
+
+
+static void *
+unico_pool_realloc(void *ctx, void *ptr, size_t size)
+{
+    size_t          old;
+    unsigned char  *p;
+
+    if (ptr == NULL) {
+        return unico_pool_malloc(ctx, size);
+    }
+
+    memcpy(&old, (unsigned char *) ptr - UNICO_POOL_HDR, sizeof(size_t));
+
+    if (size <= old) {
+        return ptr;
+    }
+
+    /* a pool cannot grow a block: a new one, the old one left to the pool */
+
+    p = unico_pool_malloc(ctx, size);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    memcpy(p, ptr, old);
+
+    return p;
+}
+
+
+static void
+unico_pool_free(void *ctx, void *ptr)
+{
+    (void) ctx;
+    (void) ptr;
+}
+
+
+/*
+ * The stream.
+ *
+ * Phases: SCAN follows the envelope up to the opening quote of the
+ * top-level fileContents string, keeping the bytes (the prefix) in env;
+ * STRING decodes that string's text as it arrives; TAIL hands every byte
+ * from its closing quote on to yajl; RAW keeps the whole body in env for
+ * unico_payload_parse_alloc() (the fallback); DONE knows the outcome and
+ * ignores the rest.
+ *
+ * The scanner is unico_payload_locate() one byte at a time: it follows
+ * strings, depth and keys at depth 1, and gives up (RAW) where that gives
+ * up.
+ *
+ * The string decoder checks the text as unico_json_unescape() and
+ * unico_json_text_valid() do, unescapes it, and feeds every byte of the
+ * unescaped text U to a base64 decoder of the same dialect as
+ * unico_base64_decode() (blanks skipped anywhere, '=' only at the end and
+ * completing the last quantum, no dangling sextet), which also counts what
+ * unico_base64_decoded_min() would count.  The outcome of the string is
+ * then that of unico_payload_fast() and unico_payload_image() on it:
+ * bad_json if the text is not what yajl takes, else image_too_large if U
+ * may decode to more than max_image and surely does, else bad_base64,
+ * empty_image, image_too_large as the decoder says.  Whole quanta of
+ * sextets, nearly all of an image, go through unico_base64_decode_quanta()
+ * (SSSE3/AVX2) and skip the byte-by-byte machine.
+ */
+
+#define UNICO_STREAM_INLINE  256
+
+#define UNICO_JSON_BLANK(c)                                                   \
+    ((c) == ' ' || (c) == '\n' || (c) == '\r' || (c) == '\t'                  \
+     || (c) == '\v' || (c) == '\f')
+
+
+typedef enum {
+    UNICO_PHASE_SCAN = 0,
+    UNICO_PHASE_STRING,
+    UNICO_PHASE_TAIL,
+    UNICO_PHASE_RAW,
+    UNICO_PHASE_DONE
+} unico_stream_phase_e;
+
+
+typedef enum {
+    UNICO_SCAN_START = 0,                     /* before '{' */
+    UNICO_SCAN_TOKEN,                         /* between tokens */
+    UNICO_SCAN_STR,                           /* in a string */
+    UNICO_SCAN_STR_ESC,                       /* after a backslash */
+    UNICO_SCAN_LITERAL,                       /* true, 12, ... */
+    UNICO_SCAN_COLON,                         /* after "fileContents" */
+    UNICO_SCAN_VALUE                          /* after its ':' */
+} unico_scan_state_e;
+
+
+typedef enum {
+    UNICO_STR_TEXT = 0,
+    UNICO_STR_ESC,                            /* after '\' */
+    UNICO_STR_HEX,                            /* \u and cnt digits */
+    UNICO_STR_SURROGATE,                      /* after \uD8xx: '\'? */
+    UNICO_STR_SURROGATE_U,                    /* after \uD8xx\: 'u'? */
+    UNICO_STR_HEX_LOW                         /* \uD8xx\u and cnt digits */
+} unico_str_state_e;
+
+
+struct unico_payload_stream_s {
+    unico_payload_ctx_t    ctx;
+    yajl_handle            hand;
+    yajl_alloc_funcs       af;
+    unsigned               af_set:1;
+
+    unsigned char         *out;
+    size_t                 cap;
+    size_t                 max_image;
+    size_t                 hint;
+
+    unico_stream_phase_e   phase;
+    unico_payload_rc_e     rc;            /* the outcome, in DONE */
+
+    unsigned char         *env;           /* the prefix, or the raw body */
+    size_t                 env_len;
+    size_t                 env_cap;
+
+    /* the scanner */
+    unico_scan_state_e     scan;
+    size_t                 depth;
+    size_t                 klen;
+    unsigned               key:1;         /* a key may come next */
+    unsigned               is_key:1;      /* this string may be a key */
+    unsigned               kmatch:1;      /* it is fileContents so far */
+    unsigned               found:1;       /* its value's quote is taken */
+    unsigned               fell_back:1;
+
+    /* the string decoder */
+    unico_str_state_e      str;
+    unsigned               need;          /* UTF-8 continuation bytes */
+    unsigned               cnt;           /* hex digits so far */
+    uint32_t               cp;
+    uint32_t               hi;            /* the high surrogate */
+    unsigned               json_bad:1;
+    unsigned               b64_bad:1;
+    size_t                 ulen;          /* unescaped bytes */
+    size_t                 chars;         /* non-blank ones */
+    size_t                 cpad;          /* the '=' that end them */
+    size_t                 sextets;
+    size_t                 pads;
+    size_t                 n;             /* decoded bytes */
+    uint32_t               acc;
+    unsigned               bits;
+
+    unsigned char          inline_env[UNICO_STREAM_INLINE];
+};
+
+
+static void *unico_stream_alloc(unico_payload_stream_t *st, size_t size);
+static void unico_stream_free(unico_payload_stream_t *st, void *p);
+static int unico_stream_keep(unico_payload_stream_t *st,
+    const unsigned char *p, size_t len);
+static size_t unico_stream_scan(unico_payload_stream_t *st,
+    const unsigned char *p, size_t len);
+static void unico_stream_start(unico_payload_stream_t *st);
+static size_t unico_stream_text(unico_payload_stream_t *st,
+    const unsigned char *p, size_t len);
+static int unico_stream_byte(unico_payload_stream_t *st, unsigned char c);
+static void unico_stream_emit(unico_payload_stream_t *st, unsigned char c);
+static void unico_stream_yajl(unico_payload_stream_t *st,
+    const unsigned char *p, size_t len);
+static void unico_stream_release(unico_payload_stream_t *st);
+
+
+static void *
+unico_stream_alloc(unico_payload_stream_t *st, size_t size)
+{
+    if (st->af_set) {
+        return st->af.malloc(st->af.ctx, size);
+    }
+
+    return malloc(size);
+}
+
+
+static void
+unico_stream_free(unico_payload_stream_t *st, void *p)
+{
+    if (p == NULL) {
+        return;
+    }
+
+    if (st->af_set) {
+        st->af.free(st->af.ctx, p);
+        return;
+    }
+
+    free(p);
+}
+
+
+unico_payload_stream_t *
+unico_payload_stream_create(unsigned char *out, size_t out_cap,
+    size_t max_image, size_t body_hint, const yajl_alloc_funcs *af)
+{
+    unico_payload_stream_t  *st;
+
+    st = (af != NULL) ? af->malloc(af->ctx, sizeof(unico_payload_stream_t))
+                      : malloc(sizeof(unico_payload_stream_t));
+    if (st == NULL) {
+        return NULL;
+    }
+
+    memset(st, 0, sizeof(unico_payload_stream_t));
+
+    if (af != NULL) {
+        st->af = *af;
+        st->af_set = 1;
+    }
+
+    st->out = out;
+    st->cap = out_cap;
+    st->max_image = max_image;
+    st->hint = body_hint;
+
+    st->env = st->inline_env;
+    st->env_cap = UNICO_STREAM_INLINE;
+
+    st->phase = UNICO_PHASE_SCAN;
+    st->scan = UNICO_SCAN_START;
+    st->rc = UNICO_PAYLOAD_OK;
+
+    st->ctx.buf = out;
+    st->ctx.max_image = max_image;
+    st->ctx.stream = st;
+
+    return st;
+}
+
+
+int
+unico_payload_stream_fell_back(const unico_payload_stream_t *st)
+{
+    return st->fell_back;
+}
+
+
+/* appends to env, growing it (to the hint first, then doubling) */
+
+static int
+unico_stream_keep(unico_payload_stream_t *st, const unsigned char *p,
+    size_t len)
+{
+    size_t          cap;
+    unsigned char  *env;
+
+    if (len > st->env_cap - st->env_len) {
+
+        if (len > (size_t) -1 / 2 - st->env_len) {
+            return 0;
+        }
+
+        cap = st->env_cap * 2;
+
+        if (st->hint + 1 > cap) {
+            cap = st->hint + 1;
+        }
+
+        if (st->env_len + len > cap) {
+            cap = (st->env_len + len) * 2;
+        }
+
+        env = unico_stream_alloc(st, cap);
+        if (env == NULL) {
+            return 0;
+        }
+
+        memcpy(env, st->env, st->env_len);
+
+        if (st->env != st->inline_env) {
+            unico_stream_free(st, st->env);
+        }
+
+        st->env = env;
+        st->env_cap = cap;
+    }
+
+    memcpy(st->env + st->env_len, p, len);
+    st->env_len += len;
+
+    return 1;
+}
+
+
+unico_payload_rc_e
+unico_payload_stream_feed(unico_payload_stream_t *st,
+    const unsigned char *chunk, size_t len)
+{
+    size_t  n;
+
+    while (len > 0) {
+
+        switch (st->phase) {
+
+        case UNICO_PHASE_SCAN:
+            n = unico_stream_scan(st, chunk, len);
+
+            if (!unico_stream_keep(st, chunk, n)) {
+                goto nomem;
+            }
+
+            chunk += n;
+            len -= n;
+
+            if (st->found) {
+                unico_stream_start(st);
+
+                if (st->phase == UNICO_PHASE_DONE
+                    && st->rc == UNICO_PAYLOAD_NO_MEMORY)
+                {
+                    return UNICO_PAYLOAD_NO_MEMORY;
+                }
+            }
+
+            break;
+
+        case UNICO_PHASE_STRING:
+            n = unico_stream_text(st, chunk, len);
+            chunk += n;
+            len -= n;
+            break;
+
+        case UNICO_PHASE_TAIL:
+            unico_stream_yajl(st, chunk, len);
+            return (st->rc == UNICO_PAYLOAD_NO_MEMORY)
+                   ? UNICO_PAYLOAD_NO_MEMORY : UNICO_PAYLOAD_OK;
+
+        case UNICO_PHASE_RAW:
+            if (!unico_stream_keep(st, chunk, len)) {
+                goto nomem;
+            }
+
+            return UNICO_PAYLOAD_OK;
+
+        case UNICO_PHASE_DONE:
+        default:
+            return (st->rc == UNICO_PAYLOAD_NO_MEMORY)
+                   ? UNICO_PAYLOAD_NO_MEMORY : UNICO_PAYLOAD_OK;
+        }
+    }
+
+    return UNICO_PAYLOAD_OK;
+
+nomem:
+
+    unico_stream_release(st);
+    st->phase = UNICO_PHASE_DONE;
+    st->rc = UNICO_PAYLOAD_NO_MEMORY;
+
+    return UNICO_PAYLOAD_NO_MEMORY;
+}
+
+
+/*
+ * The scanner: takes bytes up to and with the opening quote of the
+ * fileContents string, or all of them; a byte it does not follow turns the
+ * stream to RAW (after which the rest of the chunk is kept by the caller's
+ * loop).  Returns the bytes taken.
+ */
+
+static size_t
+unico_stream_scan(unico_payload_stream_t *st, const unsigned char *p,
+    size_t len)
+{
+    size_t         i;
+    unsigned char  c;
+
+    static const char  name[] = "fileContents";
+
+    for (i = 0; i < len; i++) {
+        c = p[i];
+
+        switch (st->scan) {
+
+        case UNICO_SCAN_START:
+            if (UNICO_JSON_BLANK(c)) {
+                continue;
+            }
+
+            if (c != '{') {
+                goto raw;
+            }
+
+            st->depth = 1;
+            st->key = 1;
+            st->scan = UNICO_SCAN_TOKEN;
+            continue;
+
+        case UNICO_SCAN_LITERAL:
+            if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+                || (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.')
+            {
+                continue;
+            }
+
+            st->key = 0;
+            st->scan = UNICO_SCAN_TOKEN;
+
+            /* fall through */
+
+        case UNICO_SCAN_TOKEN:
+            if (UNICO_JSON_BLANK(c)) {
+                continue;
+            }
+
+            switch (c) {
+
+            case '{':
+            case '[':
+                st->depth++;
+                st->key = 0;
+                continue;
+
+            case '}':
+            case ']':
+                if (--st->depth == 0) {
+                    goto raw;
+                }
+
+                st->key = 0;
+                continue;
+
+            case ',':
+                st->key = (st->depth == 1);
+                continue;
+
+            case ':':
+                st->key = 0;
+                continue;
+
+            case '"':
+                st->is_key = st->key;
+                st->kmatch = 1;
+                st->klen = 0;
+                st->scan = UNICO_SCAN_STR;
+                continue;
+
+            default:
+                if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+                      || c == '-'))
+                {
+                    goto raw;
+                }
+
+                st->scan = UNICO_SCAN_LITERAL;
+                continue;
+            }
+
+        case UNICO_SCAN_STR:
+            if (c == '\\') {
+                st->kmatch = 0;
+                st->scan = UNICO_SCAN_STR_ESC;
+                continue;
+            }
+
+            if (c == '"') {
+
+                if (st->is_key && st->kmatch
+                    && st->klen == sizeof(name) - 1)
+                {
+                    st->scan = UNICO_SCAN_COLON;
+
+                } else {
+                    st->key = 0;
+                    st->scan = UNICO_SCAN_TOKEN;
+                }
+
+                continue;
+            }
+
+            if (st->klen >= sizeof(name) - 1
+                || c != (unsigned char) name[st->klen])
+            {
+                st->kmatch = 0;
+            }
+
+            st->klen++;
+            continue;
+
+        case UNICO_SCAN_STR_ESC:
+            st->scan = UNICO_SCAN_STR;
+            continue;
+
+        case UNICO_SCAN_COLON:
+            if (UNICO_JSON_BLANK(c)) {
+                continue;
+            }
+
+            if (c != ':') {
+                goto raw;
+            }
+
+            st->scan = UNICO_SCAN_VALUE;
+            continue;
+
+        case UNICO_SCAN_VALUE:
+        default:
+            if (UNICO_JSON_BLANK(c)) {
+                continue;
+            }
+
+            if (c != '"') {
+                goto raw;
+            }
+
+            st->found = 1;
+
+            return i + 1;
+        }
+    }
+
+    return len;
+
+raw:
+
+    st->phase = UNICO_PHASE_RAW;
+    st->fell_back = 1;
+
+    return i;
+}
+
+
+/*
+ * At the opening quote: yajl parses the prefix and must be waiting for the
+ * value of the top-level fileContents; then the string's text is decoded
+ * as it comes.  Otherwise RAW (yajl saw something else: the full parse
+ * decides) or DONE (the prefix already decides: a syntax error, a bad
+ * contentType, a duplicate).
+ */
+
+static void
+unico_stream_start(unico_payload_stream_t *st)
+{
+    yajl_status    status;
+    unico_image_t  img;
+
+    st->hand = yajl_alloc(&unico_payload_callbacks,
+                          st->af_set ? &st->af : NULL, &st->ctx);
+    if (st->hand == NULL) {
+        st->phase = UNICO_PHASE_DONE;
+        st->rc = UNICO_PAYLOAD_NO_MEMORY;
+        return;
+    }
+
+    status = yajl_parse(st->hand, st->env, st->env_len);
+
+    if (status == yajl_status_ok
+        && (st->ctx.depth != 1 || st->ctx.field != UNICO_FIELD_FILE))
+    {
+        yajl_free(st->hand);
+        st->hand = NULL;
+        memset(&st->ctx, 0, sizeof(unico_payload_ctx_t));
+        st->ctx.buf = st->out;
+        st->ctx.max_image = st->max_image;
+        st->ctx.stream = st;
+        st->phase = UNICO_PHASE_RAW;
+        st->fell_back = 1;
+        return;
+    }
+
+    if (status != yajl_status_ok) {
+        st->rc = unico_payload_result(&st->ctx, status, st->out,
+                                      &img);
+        unico_stream_release(st);
+        st->phase = UNICO_PHASE_DONE;
+        return;
+    }
+
+    /* the prefix is no longer needed */
+
+    if (st->env != st->inline_env) {
+        unico_stream_free(st, st->env);
+        st->env = st->inline_env;
+        st->env_cap = UNICO_STREAM_INLINE;
+    }
+
+    st->env_len = 0;
+    st->ctx.fast_next = 1;
+    st->phase = UNICO_PHASE_STRING;
+    st->str = UNICO_STR_TEXT;
+}
+
+
+/*
+ * The string's text: whole quanta in bulk when the decoder is between
+ * quanta, byte by byte otherwise; at the closing quote, the rest goes to
+ * yajl.  Returns the bytes taken.
+ */
+
+static size_t
+unico_stream_text(unico_payload_stream_t *st, const unsigned char *p,
+    size_t len)
+{
+    size_t         i, k, room;
+    unsigned char  c;
+
+    i = 0;
+
+    while (i < len) {
+
+        if (st->str == UNICO_STR_TEXT && st->need == 0
+            && st->sextets % 4 == 0 && st->pads == 0 && !st->b64_bad)
+        {
+            room = (st->n < st->cap) ? st->cap - st->n : 0;
+
+            k = unico_base64_decode_quanta(st->out + st->n, room, p + i,
+                                           len - i);
+            i += k;
+            st->n += k / 4 * 3;
+            st->sextets += k;
+            st->chars += k;
+            st->ulen += k;
+
+            if (k > 0) {
+                st->cpad = 0;
+            }
+
+            if (i == len) {
+                break;
+            }
+        }
+
+        c = p[i];
+
+        if (unico_stream_byte(st, c)) {
+            /* the closing quote: it and the rest go to yajl */
+            st->phase = UNICO_PHASE_TAIL;
+            unico_stream_yajl(st, p + i, len - i);
+            return len;
+        }
+
+        i++;
+    }
+
+    return len;
+}
+
+
+/*
+ * One byte of the string's text, not a closing quote in TEXT state.  A
+ * byte that ends an escape short (a non-hex digit in \u, a byte after a
+ * lone high surrogate) is taken again in TEXT state, as the full parse
+ * reads on after it.  Returns 1, without taking it, for the closing quote.
+ */
+
+static int
+unico_stream_byte(unico_payload_stream_t *st, unsigned char c)
+{
+    uint32_t       cp;
+    size_t         k, i;
+    unsigned char  u[4];
+
+again:
+
+    switch (st->str) {
+
+    case UNICO_STR_TEXT:
+
+        if (st->need > 0) {
+
+            if ((c >> 6) == 0x02) {
+                st->need--;
+                unico_stream_emit(st, c);
+                return 0;
+            }
+
+            st->json_bad = 1;
+            st->need = 0;
+        }
+
+        if (c == '"') {
+            return 1;
+        }
+
+        if (c == '\\') {
+            st->str = UNICO_STR_ESC;
+            return 0;
+        }
+
+        if (c < 0x20) {
+            st->json_bad = 1;
+
+        } else if (c >= 0x80) {
+            st->need = ((c >> 5) == 0x06) ? 1
+                       : ((c >> 4) == 0x0e) ? 2
+                       : ((c >> 3) == 0x1e) ? 3 : 0;
+
+            if (st->need == 0) {
+                st->json_bad = 1;
+            }
+        }
+
+        unico_stream_emit(st, c);
+        return 0;
+
+    case UNICO_STR_ESC:
+        st->str = UNICO_STR_TEXT;
+
+        switch (c) {
+
+        case '"':
+        case '\\':
+        case '/':
+            break;
+
+        case 'b':
+            c = '\b';
+            break;
+
+        case 'f':
+            c = '\f';
+            break;
+
+        case 'n':
+            c = '\n';
+            break;
+
+        case 'r':
+            c = '\r';
+            break;
+
+        case 't':
+            c = '\t';
+            break;
+
+        case 'u':
+            st->str = UNICO_STR_HEX;
+            st->cnt = 0;
+            st->cp = 0;
+            return 0;
+
+        default:
+            st->json_bad = 1;
+            return 0;
+        }
+
+        unico_stream_emit(st, c);
+        return 0;
+
+    case UNICO_STR_HEX:
+    case UNICO_STR_HEX_LOW:
+
+        if (c >= '0' && c <= '9') {
+            st->cp = st->cp << 4 | (uint32_t) (c - '0');
+
+        } else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+            st->cp = st->cp << 4 | (uint32_t) ((c | 0x20) - 'a' + 10);
+
+        } else {
+            st->json_bad = 1;
+            st->str = UNICO_STR_TEXT;
+            goto again;
+        }
+
+        if (++st->cnt < 4) {
+            return 0;
+        }
+
+        cp = st->cp;
+
+        if (st->str == UNICO_STR_HEX && (cp & 0xfc00) == 0xd800) {
+            st->hi = cp;
+            st->str = UNICO_STR_SURROGATE;
+            return 0;
+        }
+
+        if (st->str == UNICO_STR_HEX_LOW) {
+            cp = ((st->hi & 0x3f) << 10)
+                 | ((((st->hi >> 6) & 0x0f) + 1) << 16) | (cp & 0x3ff);
+        }
+
+        st->str = UNICO_STR_TEXT;
+
+        k = unico_utf8_put(u, cp);
+
+        for (i = 0; i < k; i++) {
+            unico_stream_emit(st, u[i]);
+        }
+
+        return 0;
+
+    case UNICO_STR_SURROGATE:
+        if (c == '\\') {
+            st->str = UNICO_STR_SURROGATE_U;
+            return 0;
+        }
+
+        unico_stream_emit(st, '?');
+        st->str = UNICO_STR_TEXT;
+        goto again;
+
+    case UNICO_STR_SURROGATE_U:
+    default:
+        if (c == 'u') {
+            st->str = UNICO_STR_HEX_LOW;
+            st->cnt = 0;
+            st->cp = 0;
+            return 0;
+        }
+
+        /* '?' for the lone surrogate, then c as an escape */
+
+        unico_stream_emit(st, '?');
+        st->str = UNICO_STR_ESC;
+        goto again;
+    }
+}
+
+
+/* one byte of the unescaped text to the counters and the decoder */
+
+static void
+unico_stream_emit(unico_payload_stream_t *st, unsigned char c)
+{
+    int  v;
+
+    st->ulen++;
+
+    if (unico_base64_blank(c)) {
+        return;
+    }
+
+    st->chars++;
+    st->cpad = (c == '=') ? st->cpad + 1 : 0;
+
+    if (st->b64_bad) {
+        return;
+    }
+
+    if (c == '=') {
+        st->pads++;
+        return;
+    }
+
+    v = unico_base64_sextet(c);
+
+    if (st->pads > 0 || v < 0) {
+        st->b64_bad = 1;
+        return;
+    }
+
+    st->sextets++;
+    st->acc = st->acc << 6 | (uint32_t) v;
+    st->bits += 6;
+
+    if (st->bits >= 8) {
+        st->bits -= 8;
+
+        if (st->n < st->cap) {
+            st->out[st->n] = (unsigned char) (st->acc >> st->bits);
+        }
+
+        st->n++;
+        st->acc &= (1u << st->bits) - 1;
+    }
+}
+
+
+/*
+ * yajl's empty string in place of fileContents: the outcome of the string
+ * decoded so far, as unico_payload_fast() would have it.
+ */
+
+static int
+unico_payload_stream_string(unico_payload_ctx_t *ctx)
+{
+    size_t                   min;
+    unico_payload_stream_t  *st = ctx->stream;
+
+    ctx->field = UNICO_FIELD_NONE;
+
+    if (st->json_bad || st->str != UNICO_STR_TEXT || st->need > 0) {
+        ctx->rc = UNICO_PAYLOAD_BAD_JSON;
+        return 0;
+    }
+
+    min = unico_base64_count_min(st->chars, st->cpad);
+
+    if (unico_base64_decoded_max(st->ulen) > st->max_image
+        && min > st->max_image)
+    {
+        ctx->rc = UNICO_PAYLOAD_TOO_LARGE;
+        return 0;
+    }
+
+    if (st->b64_bad || st->sextets % 4 == 1
+        || (st->pads != 0
+            && !(st->sextets % 4 == 2 && st->pads == 2)
+            && !(st->sextets % 4 == 3 && st->pads == 1)))
+    {
+        ctx->rc = UNICO_PAYLOAD_BAD_BASE64;
+        return 0;
+    }
+
+    if (st->n == 0) {
+        ctx->rc = UNICO_PAYLOAD_EMPTY_IMAGE;
+        return 0;
+    }
+
+    if (st->n > st->max_image) {
+        ctx->rc = UNICO_PAYLOAD_TOO_LARGE;
+        return 0;
+    }
+
+    if (st->n > st->cap) {
+        ctx->rc = UNICO_PAYLOAD_NO_MEMORY;
+        return 0;
+    }
+
+    ctx->len = st->n;
+
+    return 1;
+}
+
+
+/*
+ * A top-level fileContents value that yajl found itself (its key has
+ * escapes, so the scanner did not): decoded into a buffer of its own, as
+ * the stream's out may be too small for it.  The body is one with two
+ * fileContents then, which fails either way; only the reason matters.
+ */
+
+static int
+unico_payload_stream_other(unico_payload_ctx_t *ctx,
+    const unsigned char *value, size_t len)
+{
+    int                      rc;
+    unsigned char           *buf;
+    unico_payload_stream_t  *st = ctx->stream;
+
+    buf = unico_stream_alloc(st, unico_base64_decoded_max(len) + 1);
+    if (buf == NULL) {
+        ctx->rc = UNICO_PAYLOAD_NO_MEMORY;
+        return 0;
+    }
+
+    ctx->buf = buf;
+    rc = unico_payload_image(ctx, value, len, 0);
+    ctx->buf = st->out;
+
+    unico_stream_free(st, buf);
+
+    ctx->len = 0;
+
+    return rc;
+}
+
+
+/* the tail: to yajl, until it knows the outcome */
+
+static void
+unico_stream_yajl(unico_payload_stream_t *st, const unsigned char *p,
+    size_t len)
+{
+    yajl_status    status;
+    unico_image_t  img;
+
+    status = yajl_parse(st->hand, p, len);
+
+    if (status != yajl_status_ok) {
+        st->rc = unico_payload_result(&st->ctx, status, st->out,
+                                      &img);
+        unico_stream_release(st);
+        st->phase = UNICO_PHASE_DONE;
+    }
+}
+
+
+unico_payload_rc_e
+unico_payload_stream_finish(unico_payload_stream_t *st, unico_image_t *out)
+{
+    yajl_status          status;
+    unico_image_t        img;
+    unico_payload_rc_e   rc;
+
+    out->data = NULL;
+    out->len = 0;
+    out->type = UNICO_IMAGE_NONE;
+
+    switch (st->phase) {
+
+    case UNICO_PHASE_SCAN:
+    case UNICO_PHASE_RAW:
+
+        /* the fallback: the whole body was kept */
+
+        st->fell_back = 1;
+
+        rc = unico_payload_run(st->env, st->env_len, st->max_image,
+                               st->af_set ? &st->af : NULL, &img, 1);
+
+        if (rc == UNICO_PAYLOAD_OK) {
+
+            if (img.len > st->cap) {
+                rc = UNICO_PAYLOAD_NO_MEMORY;
+
+            } else {
+                memmove(st->out, img.data, img.len);
+                *out = img;
+                out->data = st->out;
+            }
+        }
+
+        break;
+
+    case UNICO_PHASE_STRING:
+
+        /* the body ended in the string: yajl would say so */
+
+        rc = UNICO_PAYLOAD_BAD_JSON;
+        break;
+
+    case UNICO_PHASE_TAIL:
+        status = yajl_complete_parse(st->hand);
+
+        if (st->ctx.fast_next || st->ctx.fast_lost) {
+            /* cannot happen: yajl agreed on the prefix */
+            rc = UNICO_PAYLOAD_BAD_JSON;
+            break;
+        }
+
+        rc = unico_payload_result(&st->ctx, status, st->out, out);
+        break;
+
+    case UNICO_PHASE_DONE:
+    default:
+        rc = st->rc;
+        break;
+    }
+
+    unico_stream_release(st);
+    st->phase = UNICO_PHASE_DONE;
+    st->rc = rc;
+
+    if (rc != UNICO_PAYLOAD_OK) {
+        out->data = NULL;
+        out->len = 0;
+        out->type = UNICO_IMAGE_NONE;
+    }
+
+    return rc;
+}
+
+
+static void
+unico_stream_release(unico_payload_stream_t *st)
+{
+    if (st->hand != NULL) {
+        yajl_free(st->hand);
+        st->hand = NULL;
+    }
+
+    if (st->env != st->inline_env) {
+        unico_stream_free(st, st->env);
+        st->env = st->inline_env;
+        st->env_cap = UNICO_STREAM_INLINE;
+    }
+
+    st->env_len = 0;
+}
+
+
+void
+unico_payload_stream_destroy(unico_payload_stream_t *st)
+{
+    if (st == NULL) {
+        return;
+    }
+
+    unico_stream_release(st);
+
+    if (st->af_set) {
+        st->af.free(st->af.ctx, st);
+        return;
+    }
+
+    free(st);
 }

@@ -16,26 +16,18 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "unico_selfie_base64.h"
 #include "unico_selfie_signature.h"
 
 
 #define UNICO_SIG_HMAC_LEN  32
 
-#define UNICO_B64_STD       1           /* "+/" */
-#define UNICO_B64_URL       2           /* "-_" */
 
 
-static long unico_sig_b64_decode(unsigned char *dst, size_t max,
-    const unsigned char *src, size_t len, int alphabet, int padded);
-static int unico_sig_sextet(unsigned char c, int alphabet);
 static int64_t unico_sig_expires(const unsigned char *p, size_t len);
 static unico_sig_rc_e unico_sig_hmac(EVP_MAC_CTX *mac,
     const unsigned char *id, size_t id_len,
     const unsigned char *expires, size_t expires_len, unsigned char *out);
-
-
-static const char  unico_sig_b64url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 
 unico_keys_rc_e
@@ -105,15 +97,17 @@ unico_sig_keys_parse(unico_sig_keys_t *keys, const unsigned char *text,
 
         /* room for the longest key and one byte more: "too long" */
 
-        n = unico_sig_b64_decode(key, sizeof(key), start, last - start,
-                                 UNICO_B64_STD|UNICO_B64_URL, 1);
+        n = unico_base64_decode_strict(key, sizeof(key), start,
+                                       (size_t) (last - start),
+                                       UNICO_BASE64_STD|UNICO_BASE64_URL
+                                       |UNICO_BASE64_PADDED);
 
-        if (n == -1) {
+        if (n == UNICO_BASE64_MALFORMED) {
             rc = UNICO_KEYS_BAD_BASE64;
             break;
         }
 
-        if (n == -2 || n > UNICO_SIG_KEY_MAX) {
+        if (n == UNICO_BASE64_TOO_LONG || n > UNICO_SIG_KEY_MAX) {
             rc = UNICO_KEYS_TOO_LONG;
             break;
         }
@@ -224,8 +218,7 @@ unico_sig_verify(const unico_sig_keys_t *keys, const unsigned char *id,
     /* exactly 43 characters of base64url, no padding, canonical */
 
     if (sig_len != UNICO_SIG_LEN
-        || unico_sig_b64_decode(want, sizeof(want), sig, sig_len,
-                                UNICO_B64_URL, 0)
+        || unico_base64url_decode(want, sizeof(want), sig, sig_len)
            != UNICO_SIG_HMAC_LEN)
     {
         return UNICO_SIG_MALFORMED;
@@ -270,10 +263,8 @@ unico_sig_sign(const unico_sig_keys_t *keys, size_t k,
     const unsigned char *id, size_t id_len,
     const unsigned char *expires, size_t expires_len, unsigned char *out)
 {
-    size_t          i;
-    uint32_t        v;
     unico_sig_rc_e  rc;
-    unsigned char   mac[UNICO_SIG_HMAC_LEN + 1];
+    unsigned char   mac[UNICO_SIG_HMAC_LEN];
 
     if (k >= keys->n || id_len > UNICO_SIG_ID_MAX
         || unico_sig_expires(expires, expires_len) < 0)
@@ -286,22 +277,7 @@ unico_sig_sign(const unico_sig_keys_t *keys, size_t k,
         return rc;
     }
 
-    /* 32 bytes: ten 3-byte groups, then 2 bytes as 3 characters */
-
-    mac[UNICO_SIG_HMAC_LEN] = 0;
-
-    for (i = 0; i < 11; i++) {
-        v = (uint32_t) mac[i * 3] << 16 | (uint32_t) mac[i * 3 + 1] << 8
-            | (i < 10 ? mac[i * 3 + 2] : 0);
-
-        *out++ = unico_sig_b64url[(v >> 18) & 0x3f];
-        *out++ = unico_sig_b64url[(v >> 12) & 0x3f];
-        *out++ = unico_sig_b64url[(v >> 6) & 0x3f];
-
-        if (i < 10) {
-            *out++ = unico_sig_b64url[v & 0x3f];
-        }
-    }
+    (void) unico_base64url_encode(out, mac, UNICO_SIG_HMAC_LEN);
 
     return UNICO_SIG_OK;
 }
@@ -370,122 +346,4 @@ unico_sig_expires(const unsigned char *p, size_t len)
     }
 
     return v;
-}
-
-
-/*
- * Decodes base64 in the given alphabets into dst[0 .. max).  Padding "="
- * is accepted at the end, when allowed, if it completes the last quantum;
- * the unused bits of the last character must be zero, so that one value
- * has one encoding.  Returns the length, -1 for a malformed input, -2 when
- * the result would not fit.
- */
-
-static long
-unico_sig_b64_decode(unsigned char *dst, size_t max,
-    const unsigned char *src, size_t len, int alphabet, int padded)
-{
-    int       s;
-    size_t    i, n, pad, out;
-    uint32_t  v;
-
-    pad = 0;
-
-    if (padded && len % 4 == 0) {
-        while (pad < 2 && len > pad && src[len - pad - 1] == '=') {
-            pad++;
-        }
-    }
-
-    n = len - pad;
-
-    if (n % 4 == 1 || (pad && n % 4 == 0)) {
-        return -1;
-    }
-
-    out = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);
-
-    if (out > max) {
-        return -2;
-    }
-
-    v = 0;
-    out = 0;
-
-    for (i = 0; i < n; i++) {
-        s = unico_sig_sextet(src[i], alphabet);
-        if (s < 0) {
-            return -1;
-        }
-
-        v = v << 6 | (uint32_t) s;
-
-        if (i % 4 == 3) {
-            dst[out++] = (unsigned char) (v >> 16);
-            dst[out++] = (unsigned char) (v >> 8);
-            dst[out++] = (unsigned char) v;
-            v = 0;
-        }
-    }
-
-    switch (n % 4) {
-
-    case 2:
-        if (v & 0x0f) {
-            return -1;
-        }
-
-        dst[out++] = (unsigned char) (v >> 4);
-        break;
-
-    case 3:
-        if (v & 0x03) {
-            return -1;
-        }
-
-        dst[out++] = (unsigned char) (v >> 10);
-        dst[out++] = (unsigned char) (v >> 2);
-        break;
-    }
-
-    return (long) out;
-}
-
-
-static int
-unico_sig_sextet(unsigned char c, int alphabet)
-{
-    if (c >= 'A' && c <= 'Z') {
-        return c - 'A';
-    }
-
-    if (c >= 'a' && c <= 'z') {
-        return c - 'a' + 26;
-    }
-
-    if (c >= '0' && c <= '9') {
-        return c - '0' + 52;
-    }
-
-    if (alphabet & UNICO_B64_STD) {
-        if (c == '+') {
-            return 62;
-        }
-
-        if (c == '/') {
-            return 63;
-        }
-    }
-
-    if (alphabet & UNICO_B64_URL) {
-        if (c == '-') {
-            return 62;
-        }
-
-        if (c == '_') {
-            return 63;
-        }
-    }
-
-    return -1;
 }

@@ -629,7 +629,7 @@ for (['extra claim jti', '1.2.22', sign_jwt("$CERTS/sa.key", claims(iat => now()
     ok $res->{status} == 400 && token_error_code($res) eq $code, "$what: $code";
 }
 
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 2)),
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 200)),
                      content_type => 'application/json');
 is token_error_code($res), '1.2.90', 'not a form: 1.2.90';
 $res = token_request($m, undef, body => 'grant_type=client_credentials&assertion=x');
@@ -642,23 +642,23 @@ is token_error_code($res), '1.2.90', 'another grant_type: 1.2.90';
 
 my $settings = control($m, { token_mode => 'error-1.2.18' });
 is $settings->{token_mode}, 'error-1.2.18', 'control: token_mode set';
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 3)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 300)));
 is token_error_code($res), '1.2.18', '... the token endpoint answers 1.2.18';
 
 control($m, { token_mode => 'error-500' });
-is token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 4)))->{status}, 500,
+is token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 400)))->{status}, 500,
    'token_mode error-500: 500';
 control($m, { token_mode => 'bad-json' });
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 5)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 500)));
 ok $res->{status} == 200 && !eval { $JSON->decode($res->{body}) }, 'token_mode bad-json';
 control($m, { token_mode => 'down' });
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 6)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 600)));
 is $res->{status}, 0, 'token_mode down: no answer';
 
 $settings = control($m, { token_mode => 'ok', expires_in_string => JSON::PP::true,
                           token_ttl => 120 });
 is_deeply [@$settings{qw(token_mode token_ttl)}], ['ok', 120], 'control: back to ok, ttl 120';
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 7)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 700)));
 like $res->{body}, qr/"expires_in":"120"/, 'expires_in_string: "120"';
 my $tok2 = $JSON->decode($res->{body})->{access_token};
 is get_selfie($m, $ID{'jpeg-small'}, $tok2)->{status}, 200, '... the token works';
@@ -670,9 +670,11 @@ is get_selfie($m, $ID{'jpeg-small'})->{status}, 200, '... static tokens still wo
 is http($m, 'POST', '/__mock/control', body => '{"bogus":1}')->{status}, 400,
    'control: unknown key refused';
 
-# a short token, with room for a loaded machine between minting and use
+# a short token, with room for a loaded machine between minting and use;
+# every assertion of this file has an iat of its own, hundreds of seconds
+# apart, so that a slow run never mints the same one twice (1.2.7)
 control($m, { token_ttl => 3 });
-$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 8)));
+$res = token_request($m, sign_jwt("$CERTS/sa.key", claims(iat => now() - 800)));
 my $short = $JSON->decode($res->{body})->{access_token};
 is get_selfie($m, $ID{'jpeg-small'}, $short)->{status}, 200, 'a 3 s token works...';
 sleep 3.2;
@@ -706,6 +708,58 @@ like $tokenreq->{body}, qr/\Agrant_type=urn%3Aietf/, 'a token request: body logg
 ok !(grep { $_->{path} =~ m{\A/__mock/} && $_->{kind} ne 'mock' } @log),
    'control requests are marked (kind mock, path /__mock/...)';
 
+
+
+# ---------------------------------------------------------------------------
+# --selfie-prefix and --rate-limit (for fleet tests: many processes, the
+# tenant's limit)
+
+
+{
+    my $mp = start_mock('prefix', '--selfie-prefix', 'f1ee7000',
+                        '--rate-limit', 5);
+    my $jpeg = slurp("$FIXTURES/selfie-360x480.jpg");
+    my %seen;
+    for my $id ('f1ee7000-0000-4000-8000-000000000001',
+                'F1EE7000-0000-4000-8000-00000000000A') {
+        my $r = get_selfie($mp, $id);
+        is $r->{status}, 200, "--selfie-prefix: $id is a process with a selfie";
+        my ($image, $type) = decode_selfie($r->{body});
+        my $want = "\xFF\xD8\xFF\xFE" . pack('n', 38) . lc($id)
+                   . substr($jpeg, 2);
+        is $type, 'image/jpeg', '... image/jpeg';
+        ok defined $image && $image eq $want,
+           '... jpeg-small with a comment segment holding the processId';
+        $seen{sha256_hex($image // '')}++;
+    }
+    is scalar(keys %seen), 2, '... a distinct image per processId';
+    is get_selfie($mp, 'f1ee7001-0000-4000-8000-000000000001')->{status}, 404,
+       '... another prefix: 404';
+    is get_selfie($mp, $ID{'status-404'})->{status}, 404,
+       '... the table still answers';
+
+    # the rate limit: from the start of the next clock second (the calls
+    # above must not count), 8 calls
+    my $prev = int time;
+    sleep 0.01 while int(time) == $prev;
+    my $sec = int time;
+    my @r = map { get_selfie($mp, $ID{'jpeg-small'}) } 1 .. 8;
+    my $same = int(time) == $sec;      # all 8 within that second?
+    SKIP: {
+        skip 'the 8 calls spanned two seconds (a loaded machine)', 3
+            unless $same;
+        is join(' ', map { $_->{status} } @r), '200 200 200 200 200 429 429 429',
+           '--rate-limit 5: the 6th call of a second is 429';
+        is $r[5]{headers}{'retry-after'}, '1', '... with Retry-After: 1';
+        like $r[5]{body}, qr/"code":8/, '... and Unico\'s error body';
+    }
+    sleep 0.05 while int(time) == $sec;
+    is get_selfie($mp, $ID{'jpeg-small'})->{status}, 200,
+       '... the next second is admitted again';
+    my $stats = $JSON->decode(http($mp, 'GET', '/__mock/stats')->{body});
+    ok $stats->{rate_limited} >= 3, "... stats: rate_limited $stats->{rate_limited}";
+    stop_mock($mp);
+}
 
 # ---------------------------------------------------------------------------
 # Stopping

@@ -21,7 +21,8 @@ use UnitBuild;
 
 UnitBuild::run(
     test    => 't/unit/test_payload.c',
-    sources => ['ngx_unico_selfie_module/unico_selfie_payload.c'],
+    sources => ['ngx_unico_selfie_module/unico_selfie_payload.c',
+                'ngx_unico_selfie_module/unico_selfie_base64.c'],
     libs    => ['-lyajl'],
     args    => [UnitBuild::path('t/fixtures')],
 );

@@ -23,6 +23,7 @@ use UnitBuild;
 
 UnitBuild::run(
     test    => 't/unit/test_jwt.c',
-    sources => ['ngx_unico_selfie_module/unico_selfie_jwt.c'],
+    sources => ['ngx_unico_selfie_module/unico_selfie_jwt.c',
+                'ngx_unico_selfie_module/unico_selfie_base64.c'],
     libs    => ['-lyajl', '-lcrypto'],
 );

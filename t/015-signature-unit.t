@@ -3,7 +3,8 @@
 # Copyright (C) ngx_unico_selfie_module authors
 #
 # Builds t/unit/test_signature.c with the signed-URL core and the ETag
-# hash (unico_selfie_signature.c, unico_selfie_hash.c), under
+# hash (unico_selfie_signature.c, unico_selfie_hash.c, with
+# unico_selfie_base64.c and libxxhash), under
 # AddressSanitizer and UndefinedBehaviorSanitizer when the compiler has
 # them, and runs it.  The program prints TAP itself; its output goes
 # straight to prove.  A failed compile is a failed test.
@@ -31,7 +32,9 @@ my @common = ('-std=c99', '-Wall', '-Wextra', '-Werror', '-O1', '-g');
 my @sanitize = ('-fsanitize=address,undefined', '-fno-omit-frame-pointer');
 my @files = ("-I$src", File::Spec->catfile($FindBin::Bin, 'unit',
     'test_signature.c'), File::Spec->catfile($src, 'unico_selfie_signature.c'),
-    File::Spec->catfile($src, 'unico_selfie_hash.c'), '-lcrypto', '-o', $bin);
+    File::Spec->catfile($src, 'unico_selfie_hash.c'),
+    File::Spec->catfile($src, 'unico_selfie_base64.c'), '-lcrypto', '-lxxhash',
+    '-o', $bin);
 
 $| = 1;
 

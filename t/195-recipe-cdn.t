@@ -14,6 +14,7 @@ use lib "$FindBin::Bin/lib";
 use File::Basename qw(basename);
 use File::Find qw(find);
 use File::Path qw(remove_tree);
+use Digest::SHA ();
 use Test::More;
 use DocExamples;
 use UnicoTest;
@@ -72,6 +73,22 @@ is($t->get($expired)->{status}, 403, 'an expired URL: 403');
 is($t->get($reordered)->{headers}{'x-cache-status'}, 'MISS',
    'the arguments in another order: another key, not a copy');
 is($calls->(), 3, 'Unico was called for nothing else');
+
+# request collapsing (proxy_cache_lock on): 20 at once for a URL not yet
+# cached are one fill; the others wait for it and are answered from it
+my $fresh = $t->signed_path($key, $t->id('jpeg-small'), $now + 180);
+my @r = $t->concurrent_get(($fresh) x 20);
+my $want = $t->fixture_sha256('selfie-360x480.jpg');
+is(scalar(grep { $_->{status} == 200
+                 && Digest::SHA::sha256_hex($_->{body}) eq $want } @r), 20,
+   '20 concurrent requests for a new URL: 20 byte-exact answers');
+my %st;
+$st{ $_->{headers}{'x-cache-status'} // '-' }++ for @r;
+is($st{MISS}, 1, '... one of them filled the cache (MISS)');
+is(($st{HIT} // 0) + ($st{MISS} // 0), 20,
+   '... the others waited for it and got the copy (HIT)')
+    or diag(explain \%st);
+is($calls->(), 4, '... one Unico call');
 
 # selfies only on tmpfs: no file of the test's prefix holds image bytes
 my $head = substr($t->slurp("$repo/t/fixtures/selfie-720x960.jpg"), 0, 256);

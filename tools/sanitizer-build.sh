@@ -100,7 +100,8 @@ readonly SAN_LSAN_OPTS=print_suppressions=0
 
 # Debian packages needed to fetch, unpack and build (see ensure_prereqs).
 readonly PREREQ_PKGS=(gcc make libc6-dev dpkg-dev xz-utils patch libpcre2-dev
-                      libpcre3-dev zlib1g-dev libssl-dev libyajl-dev)
+                      libpcre3-dev zlib1g-dev libssl-dev libyajl-dev
+                      libxxhash-dev)
 
 APT_UPDATED=0
 

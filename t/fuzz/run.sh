@@ -53,7 +53,8 @@ cleanup() {
 
 trap cleanup EXIT
 
-targets="fuzz_payload fuzz_base64 fuzz_uuid fuzz_signature fuzz_token"
+targets="fuzz_payload fuzz_stream fuzz_base64 fuzz_base64_simd fuzz_uuid
+         fuzz_signature fuzz_token"
 
 flags="-std=c99 -g -O1 -Wall -Wextra -Werror -fno-omit-frame-pointer
        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
@@ -63,13 +64,17 @@ for t in $targets; do
 
     case $t in
         fuzz_signature)
-            core="$src/unico_selfie_signature.c $src/unico_selfie_hash.c"
-            libs=-lcrypto ;;
+            core="$src/unico_selfie_signature.c $src/unico_selfie_hash.c
+                  $src/unico_selfie_base64.c"
+            libs="-lcrypto -lxxhash" ;;
         fuzz_token)
-            core=$src/unico_selfie_jwt.c
+            core="$src/unico_selfie_jwt.c $src/unico_selfie_base64.c"
             libs="-lyajl -lcrypto" ;;
+        fuzz_base64_simd)
+            core=$src/unico_selfie_base64.c
+            libs= ;;
         *)
-            core=$src/unico_selfie_payload.c
+            core="$src/unico_selfie_payload.c $src/unico_selfie_base64.c"
             libs=-lyajl ;;
     esac
 
@@ -116,6 +121,9 @@ cat > "$build/fuzz_base64.dict" <<'DICT'
 "+/"
 "AAAAAAAAAAAAAAAA"
 DICT
+
+cp "$build/fuzz_payload.dict" "$build/fuzz_stream.dict"
+cp "$build/fuzz_base64.dict" "$build/fuzz_base64_simd.dict"
 
 : > "$build/fuzz_uuid.dict"
 

@@ -566,6 +566,18 @@ sub signed_path {
 }
 
 
+# The image the mock serves with --selfie-prefix for $id: jpeg-small with
+# a JPEG comment segment (FF FE, length, the lowercase processId) after SOI.
+sub prefix_selfie {
+    my ($self, $id) = @_;
+    open my $fh, '<:raw', "$REPO/t/fixtures/selfie-360x480.jpg" or croak $!;
+    my $jpeg = do { local $/; <$fh> };
+    $id = lc $id;
+    return substr($jpeg, 0, 2) . "\xFF\xFE" . pack('n', 2 + length $id)
+           . $id . substr($jpeg, 2);
+}
+
+
 # Writes a file into the prefix: its path.
 sub write_file {
     my ($self, $name, $content, $mode) = @_;

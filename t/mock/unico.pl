@@ -152,6 +152,7 @@ sub main {
     $SIG{$_} = sub { $STOP = 1 } for qw(TERM INT HUP);
 
     load_scenarios($O{processes});
+    fixture('selfie-360x480.jpg') if defined $O{'selfie-prefix'};
     init_state();
     $PUBKEY = load_public_key($O{'public-key'}) if $O{'public-key'};
     $TLS_CTX = tls_context() unless $O{plain};
@@ -194,6 +195,11 @@ usage: $0 --listen HOST:PORT (--cert F --key F | --plain) [options]
   --token-ttl SECONDS    lifetime of minted tokens (default 3600)
   --expires-in-string    expires_in as a string ("3600")
   --idle-timeout SECONDS keep-alive idle timeout (default 75)
+  --selfie-prefix HEX    any UUID (not in the table) that starts with HEX is a
+                         process with its own selfie (jpeg-small plus a JPEG
+                         comment holding the processId)
+  --rate-limit N         the tenant's limit: at most N selfie calls per clock
+                         second, over it 429 with Retry-After: 1 (default: none)
   --verbose              report connection-level failures on stderr
 EOF
     exit $rc;
@@ -215,6 +221,7 @@ sub parse_options {
         'token=s@', 'log=s', 'state=s', 'pidfile=s', 'portfile=s',
         'public-key=s', 'issuer=s', 'audience=s', 'token-ttl=i',
         'expires-in-string', 'idle-timeout=i', 'verbose', 'help',
+        'selfie-prefix=s', 'rate-limit=i',
     ) or usage(2);
     usage(0) if $o{help};
 
@@ -223,6 +230,12 @@ sub parse_options {
     die "unico.pl: --cert and --key are required (or --plain)\n"
         unless $o{plain} || ($o{cert} && $o{key});
     die "unico.pl: --token-ttl must be >= 0\n" if $o{'token-ttl'} < 0;
+    die "unico.pl: --selfie-prefix must be 1 to 8 hex digits\n"
+        if defined $o{'selfie-prefix'}
+           && $o{'selfie-prefix'} !~ /\A[0-9a-fA-F]{1,8}\z/;
+    $o{'selfie-prefix'} = lc $o{'selfie-prefix'} if defined $o{'selfie-prefix'};
+    die "unico.pl: --rate-limit must be >= 1\n"
+        if defined $o{'rate-limit'} && $o{'rate-limit'} < 1;
     return %o;
 }
 
@@ -281,7 +294,7 @@ sub init_state {
         $O{own_state} = 1;
     }
     $O{state} = File::Spec->rel2abs($O{state});
-    for my $sub (qw(tokens assertions once count cache)) {
+    for my $sub (qw(tokens assertions once count cache rate)) {
         make_path("$O{state}/$sub");
     }
 }
@@ -902,12 +915,54 @@ sub handle_selfie {
                         api_headers())
         unless $id =~ $UUID_RE;
 
-    my $s = $SCENARIO{lc $id}
+    return respond_json($c, $req, 429, unico_error(8, 'rate limit exceeded'),
+                        api_headers(), ['Retry-After', '1'])
+        unless within_rate_limit();
+
+    my $s = $SCENARIO{lc $id} || prefix_scenario(lc $id)
         or return respond_json($c, $req, 404,
                                unico_error(5, 'process not found'),
                                api_headers());
     return 'close' if $s->{delay} && !pause($c, $s->{delay});
     return $ACTION{ $s->{action} // 'answer' }->($c, $req, $s);
+}
+
+
+# --selfie-prefix: a UUID that starts with the prefix is a process whose
+# selfie is jpeg-small with a JPEG comment segment (FF FE, length, the
+# lowercase processId) right after SOI: a valid JPEG, distinct per process.
+sub prefix_scenario {
+    my ($id) = @_;
+    my $prefix = $O{'selfie-prefix'};
+    return undef unless defined $prefix && index($id, $prefix) == 0;
+
+    my $jpeg = fixture('selfie-360x480.jpg');
+    my $image = substr($jpeg, 0, 2) . "\xFF\xFE" . pack('n', 2 + length $id)
+                . $id . substr($jpeg, 2);
+    my $s = { name => "prefix-$id", id => $id, content_type => 'image/jpeg' };
+    $s->{_body} = build_body($s, $image);
+    return $s;
+}
+
+
+# --rate-limit N: the tenant's selfie calls in this clock second, counted
+# across every connection's process in --state; true while under N.  Only
+# the calls let through count, as a limiter admits them.
+sub within_rate_limit {
+    my $limit = $O{'rate-limit'} or return 1;
+    my $sec = int time;
+    my $file = "$O{state}/rate/$sec";
+    my $fh;
+    unless (sysopen $fh, $file, O_WRONLY | O_APPEND | O_CREAT, 0644) {
+        warn "unico.pl: $file: $!\n";
+        return 1;
+    }
+    flock $fh, LOCK_EX;
+    my $ok = (-s $fh) < $limit;
+    syswrite $fh, '.' if $ok;
+    close $fh;
+    count('rate_limited') unless $ok;
+    return $ok;
 }
 
 
@@ -1308,7 +1363,7 @@ sub count {
 
 sub stats {
     my %n = map { $_ => (-s "$O{state}/count/$_") || 0 }
-            qw(selfie token mock other minted);
+            qw(selfie token mock other minted rate_limited);
     my $now = time;
     my @tokens = glob "$O{state}/tokens/*";
     my @valid = grep { (slurp_if_exists($_) // 0) > $now } @tokens;
@@ -1319,6 +1374,7 @@ sub stats {
         tokens_minted   => $n{minted},
         tokens_valid    => scalar @valid,
         assertions_used => scalar @assertions,
+        rate_limited    => $n{rate_limited},
     };
 }
 

@@ -122,68 +122,55 @@ read_file(const char *dir, const char *name, size_t *len)
 }
 
 
-/* the JSON string content (no quotes) of data's base64, as enc says */
+/*
+ * the JSON string content (no quotes) of data's base64, as enc says: the
+ * module's encoder (unico_selfie_base64.c), then the escapes and breaks
+ */
 
 static void
 b64_json(sb_t *sb, const unsigned char *data, size_t len, enc_e enc)
 {
-    static const char  alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t          i, n, col;
+    unsigned char  *out;
 
-    char      out[4];
-    size_t    i, k, col;
-    uint32_t  v;
+    out = xmalloc(unico_base64_encoded_len(len) + 1);
+    n = unico_base64_encode(out, data, len);
 
     col = 0;
 
-    for (i = 0; i < len; i += 3) {
-        v = (uint32_t) data[i] << 16;
+    for (i = 0; i < n; i++) {
 
-        if (i + 1 < len) {
-            v |= (uint32_t) data[i + 1] << 8;
+        if (out[i] == '=' && enc == ENC_UNPADDED) {
+            continue;
         }
 
-        if (i + 2 < len) {
-            v |= data[i + 2];
+        if (out[i] == '/' && enc == ENC_SLASH) {
+            sb_add(sb, "\\/");
+
+        } else if (out[i] == '/' && enc == ENC_U002F) {
+            sb_add(sb, "\\u002F");
+
+        } else if (out[i] == '/' && enc == ENC_MIXED) {
+            sb_add(sb, (col & 1) ? "\\u002f" : "\\/");
+
+        } else {
+            sb_addn(sb, (const char *) &out[i], 1);
         }
 
-        out[0] = alphabet[v >> 18 & 0x3f];
-        out[1] = alphabet[v >> 12 & 0x3f];
-        out[2] = (i + 1 < len) ? alphabet[v >> 6 & 0x3f] : '=';
-        out[3] = (i + 2 < len) ? alphabet[v & 0x3f] : '=';
+        col++;
 
-        for (k = 0; k < 4; k++) {
+        if (enc == ENC_LF76 && col % 76 == 0) {
+            sb_add(sb, "\\n");
 
-            if (out[k] == '=' && enc == ENC_UNPADDED) {
-                continue;
-            }
+        } else if (enc == ENC_CRLF76 && col % 76 == 0) {
+            sb_add(sb, "\\r\\n");
 
-            if (out[k] == '/' && enc == ENC_SLASH) {
-                sb_add(sb, "\\/");
-
-            } else if (out[k] == '/' && enc == ENC_U002F) {
-                sb_add(sb, "\\u002F");
-
-            } else if (out[k] == '/' && enc == ENC_MIXED) {
-                sb_add(sb, (col & 1) ? "\\u002f" : "\\/");
-
-            } else {
-                sb_addn(sb, &out[k], 1);
-            }
-
-            col++;
-
-            if (enc == ENC_LF76 && col % 76 == 0) {
-                sb_add(sb, "\\n");
-
-            } else if (enc == ENC_CRLF76 && col % 76 == 0) {
-                sb_add(sb, "\\r\\n");
-
-            } else if (enc == ENC_MIXED && col % 64 == 0) {
-                sb_add(sb, (col % 128) ? "\\r\\n" : " \\t\\n");
-            }
+        } else if (enc == ENC_MIXED && col % 64 == 0) {
+            sb_add(sb, (col % 128) ? "\\r\\n" : " \\t\\n");
         }
     }
+
+    free(out);
 }
 
 
@@ -203,6 +190,206 @@ b64(const unsigned char *data, size_t len, int pad)
 
 
 /*
+ * The streaming decoder on json[0 .. len), fed in chunks of the sizes in
+ * steps (0 ends them; the last one repeats), must give what
+ * unico_payload_parse() gives: the same result and, on success, the same
+ * type and bytes, in an output buffer of exactly
+ * min(max_image, decoded_max(len)) bytes.  With pool set, through the pool
+ * allocator (blocks freed together at the end).
+ */
+
+typedef struct pool_block_s  pool_block_t;
+
+struct pool_block_s {
+    pool_block_t  *next;
+    size_t         pad;
+};
+
+
+static unsigned      stream_docs;
+static unsigned      stream_bad;
+static unsigned      stream_fallbacks;
+
+
+static void *
+pool_alloc(void *pool, size_t size)
+{
+    pool_block_t  *b, **head = pool;
+
+    b = xmalloc(sizeof(pool_block_t) + size);
+    b->next = *head;
+    *head = b;
+
+    return b + 1;
+}
+
+
+static int
+stream_run(const char *json, size_t len, size_t max_image,
+    const size_t *steps, unsigned pool)
+{
+    int                      good;
+    size_t                   off, n, cap, k;
+    pool_block_t            *head, *next;
+    unsigned char           *buf, *out, *chunk;
+    unico_image_t            want, got;
+    unico_pool_alloc_t       pa;
+    unico_payload_rc_e       rc_want, rc;
+    unico_payload_stream_t  *st;
+
+    buf = xmalloc(len ? len : 1);
+    memcpy(buf, json, len);
+    rc_want = unico_payload_parse(buf, len, max_image, &want);
+
+    cap = unico_payload_stream_out_size(len, max_image);
+    out = xmalloc(cap ? cap : 1);
+
+    head = NULL;
+    unico_pool_alloc_init(&pa, pool_alloc, &head);
+
+    st = unico_payload_stream_create(out, cap, max_image, len,
+                                     pool ? &pa.funcs : NULL);
+    if (st == NULL) {
+        die("unico_payload_stream_create");
+    }
+
+    for (off = 0, k = 0; off < len; off += n) {
+        n = steps[k];
+
+        if (steps[k + 1] != 0) {
+            k++;
+        }
+
+        if (n > len - off) {
+            n = len - off;
+        }
+
+        chunk = xmalloc(n);
+        memcpy(chunk, json + off, n);
+
+        if (unico_payload_stream_feed(st, chunk, n) != UNICO_PAYLOAD_OK) {
+            die("unico_payload_stream_feed");
+        }
+
+        free(chunk);
+    }
+
+    rc = unico_payload_stream_finish(st, &got);
+
+    good = (rc == rc_want);
+
+    if (good && rc == UNICO_PAYLOAD_OK) {
+        good = (got.data == out && got.len == want.len
+                && got.type == want.type
+                && memcmp(got.data, want.data, got.len) == 0);
+    }
+
+    if (!good) {
+        diag("stream %s, parse %s, first chunk %zu: %.60s",
+             unico_payload_strerror(rc), unico_payload_strerror(rc_want),
+             steps[0], json);
+    }
+
+    stream_fallbacks += unico_payload_stream_fell_back(st);
+
+    unico_payload_stream_destroy(st);
+
+    while (head != NULL) {
+        next = head->next;
+        free(head);
+        head = next;
+    }
+
+    free(out);
+    free(buf);
+
+    return good;
+}
+
+
+/* whole, byte by byte, and every split in two (short) or a few sizes */
+
+static void
+stream_check(const char *json, size_t len, size_t max_image)
+{
+    int     good;
+    size_t  i, steps[4];
+
+    static const size_t  sizes[][4] = {
+        { (size_t) -1, 0 }, { 1, 0 }, { 7, 0 }, { 4096, 0 },
+        { 17, 65536, 3, 0 }, { 1000, 1, 0 }
+    };
+
+    good = 1;
+
+    for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+
+        /* byte by byte: the short ones (the same code on the long ones) */
+
+        if (sizes[i][0] == 1 && len > 16384) {
+            continue;
+        }
+
+        good &= stream_run(json, len, max_image, sizes[i], i & 1);
+    }
+
+    for (i = 1; len <= 600 && i < len; i++) {
+        steps[0] = i;
+        steps[1] = len;
+        steps[2] = 0;
+
+        good &= stream_run(json, len, max_image, steps, i & 1);
+    }
+
+    stream_docs++;
+    stream_bad += !good;
+}
+
+
+/* Unico's shapes stream without falling back, to the same bytes */
+
+static int
+stream_streams(const char *json, size_t len, const unsigned char *want,
+    size_t want_len)
+{
+    int                      good;
+    size_t                   off, n;
+    unsigned char           *out;
+    unico_image_t            got;
+    unico_payload_stream_t  *st;
+
+    out = xmalloc(unico_base64_decoded_max(len));
+
+    st = unico_payload_stream_create(out, unico_base64_decoded_max(len),
+                                     MAX_IMAGE, len, NULL);
+    if (st == NULL) {
+        die("unico_payload_stream_create");
+    }
+
+    for (off = 0; off < len; off += n) {
+        n = (len - off < 4096) ? len - off : 4096;
+
+        if (unico_payload_stream_feed(st, (const unsigned char *) json + off,
+                                      n)
+            != UNICO_PAYLOAD_OK)
+        {
+            die("unico_payload_stream_feed");
+        }
+    }
+
+    good = (unico_payload_stream_finish(st, &got) == UNICO_PAYLOAD_OK
+            && !unico_payload_stream_fell_back(st)
+            && got.data == out && got.len == want_len
+            && memcmp(out, want, want_len) == 0);
+
+    unico_payload_stream_destroy(st);
+    free(out);
+
+    return good;
+}
+
+
+/*
  * Parses json[0 .. len) from an exact-size copy.  When want is not NULL,
  * the decoded image must equal want[0 .. want_len) and be inside the copy.
  */
@@ -218,6 +405,8 @@ parse(const char *json, size_t len, size_t max_image, unico_image_t *out,
     memcpy(buf, json, len);
 
     rc = unico_payload_parse(buf, len, max_image, out);
+
+    stream_check(json, len, max_image);
 
     if (same != NULL) {
         *same = (rc == UNICO_PAYLOAD_OK && out->data == buf
@@ -276,6 +465,8 @@ same_as_reference(const char *json, size_t len, size_t max_image,
     rc_a = unico_payload_parse(a, len, max_image, &out_a);
     rc_b = unico_payload_parse_reference(b, len, max_image, &out_b);
 
+    stream_check(json, len, max_image);
+
     same = (rc_a == rc_b);
 
     if (same && rc_a == UNICO_PAYLOAD_OK) {
@@ -322,6 +513,79 @@ expect_same_rc(const char *desc, const char *json, size_t len,
 
 #define expect_same(desc, json, want)                                         \
     expect_same_rc(desc, json, strlen(json), MAX_IMAGE, want)
+
+
+/*
+ * Documents that take the streaming decoder's rarer turns: escapes cut
+ * anywhere, surrogates, UTF-8 in the string, a key with escapes, fields
+ * twice, nesting before the string, a string that never ends.  Each goes
+ * through stream_check() (every split), whose verdict is the last test.
+ */
+
+static void
+test_stream_edges(void)
+{
+    size_t  i;
+
+    static const char  *docs[] = {
+        "{\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"\\/9j\\/4A==\",\"contentType\":\"image\\/jpeg\"}",
+        "{\"fileContents\":\"\\u002f9j\\u002F4A\\u003d=\","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\r\\n4A\\t=\\n= \","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\\uDE00\",\"contentType\":\"x\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83Dx\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\\n\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\\\"\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\uD83D\\u12\",\"contentType\":"
+            "\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\u12\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\u12\\\\\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\\x\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\xc3\xa9\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\xc3\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\xc3\\n\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/\x01\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4A=\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4A==x\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"    \",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContent\\u0073\":\"/9j/4A==\",\"fileContents\":\"/9j/4A==\","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4A==\",\"fileContent\\u0073\":\"/9j/\","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"fileContent\\u0073\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"/9j/4A==\",\"fileContents\":\"/9j/4A==\","
+            "\"contentType\":\"image/jpeg\"}",
+        "{\"contentType\":\"image/jpeg\",\"contentType\":\"image/jpeg\","
+            "\"fileContents\":\"/9j/4A==\"}",
+        "{\"a\":{\"fileContents\":\"x\"},\"b\":[\"fileContents\"],"
+            "\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "{\"a\":tru\"fileContents\":\"/9j/4A==\",\"contentType\":"
+            "\"image/jpeg\"}",
+        "{\"a\" \"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":12,\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\" \"/9j/4A==\",\"contentType\":\"image/jpeg\"}",
+        "[{\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"}]",
+        "{\"fileContents\":\"/9j/4A==",
+        "{\"fileContents\":\"/9j/4A==\"",
+        "{\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"",
+        "{\"fileContents\":\"/9j/4A==\",\"contentType\":\"image/jpeg\"} x",
+        "{\"fileContents\":\"iVBORw0KGgo=\",\"contentType\":\"image/jpeg\"}",
+        "{\"fileContents\":\"iVBORw0KGgo=\",\"contentType\":\"IMAGE/PNG\"}",
+        " \t\r\n{ \"fileContents\" : \"/9j/4A==\" , \"contentType\" : "
+            "\"image/jpeg\" } \n"
+    };
+
+    for (i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        stream_check(docs[i], strlen(docs[i]), MAX_IMAGE);
+        stream_check(docs[i], strlen(docs[i]), 1);
+        stream_check(docs[i], strlen(docs[i]), 3);
+    }
+}
 
 
 static void
@@ -373,6 +637,10 @@ test_fixtures(fixture_t *fx, size_t nfx)
                 diag("rc %s, type %d, len %zu", unico_payload_strerror(rc),
                      (int) out.type, out.len);
             }
+
+            ok(stream_streams(sb.data, sb.len, fx[i].data, fx[i].len),
+               "%s, %s: streamed in 4 KB chunks, no fallback, identical",
+               fx[i].name, encs[e].desc);
 
             sb.len = 0;
             b.len = 0;
@@ -1298,6 +1566,16 @@ main(int argc, char **argv)
     test_base64();
     test_uuid();
     test_strings();
+    test_stream_edges();
+
+    if (!ok(stream_bad == 0, "stream = unico_payload_parse() on all %u "
+            "documents above, whole, byte by byte and split anywhere "
+            "(short ones at every byte)", stream_docs))
+    {
+        diag("%u documents differ", stream_bad);
+    }
+
+    diag("%u stream runs fell back to the full parse", stream_fallbacks);
 
     for (i = 0; i < sizeof(fx) / sizeof(fx[0]); i++) {
         free(fx[i].data);
