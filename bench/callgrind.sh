@@ -4,6 +4,7 @@
 #
 #   bench/callgrind.sh [--paths module[,proxy_json,njs,lua,static]]
 #                      [--requests K] [--fixture 720x960] [--top N] [--keep]
+#                      [--tsv FILE]
 #
 # For each path: the mock Unico (a plain nginx, as in bench/run.sh) and the
 # gateway as ONE process (master_process off, daemon off) under
@@ -13,6 +14,10 @@
 # (callgrind_control -d): the dump holds exactly those K requests.
 # Prints a Markdown section: instructions per request for each path, and
 # the top functions (self cost) of each, from callgrind_annotate.
+#
+# --tsv FILE also writes one line per path: path, instructions per
+# request, the fixture's JSON bytes, its image bytes (bench/run.sh reads
+# it for its goals table).
 #
 # Needs root only to install missing Debian packages (valgrind, ...).
 
@@ -25,6 +30,7 @@ CG_PATHS=module
 K=200
 FIXTURE=720x960
 TOP=15
+TSV=""
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -33,7 +39,8 @@ while [ $# -gt 0 ]; do
     --fixture)  FIXTURE=${2:?}; shift ;;
     --top)      TOP=${2:?}; shift ;;
     --keep)     BENCH_KEEP=1 ;;
-    -h|--help)  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    --tsv)      TSV=${2:?}; shift ;;
+    -h|--help)  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     *)          blog "unknown option $1"; exit 2 ;;
     esac
     shift
@@ -143,6 +150,14 @@ for path in "${PATHS[@]}"; do
     fi
 done
 bench_stop "$UP_MASTER"
+
+if [ -n "$TSV" ]; then
+    : >"$TSV"
+    for path in "${PATHS[@]}"; do
+        [ -n "${TOTALS[$path]}" ] || continue
+        printf '%s\t%s\t%s\t%s\n' "$path" "$(( TOTALS[$path] / K ))" "$FX_JSON_SIZE" "$FX_SIZE" >>"$TSV"
+    done
+fi
 
 # --- report ---------------------------------------------------------------
 
