@@ -102,7 +102,11 @@ nothing_listens('after Ctrl-C');
 # handler runs
 my $err2 = $t->dir . '/build-run-2.err';
 $pid = start_demo($err2);
-my ($master) = $t->slurp("$repo/.build/demo/logs/nginx.pid") =~ /(\d+)/;
+# the demo's prefix as build.sh announces it (.build/demo, or
+# .build/nginx-<line>/demo for UNICO_NGINX=<line>)
+my ($logs) = $t->slurp($err2) =~ /logs in (\S+)/;
+my ($master) = $t->slurp(($logs // "$repo/.build/demo/logs") . '/nginx.pid')
+               =~ /(\d+)/;
 ok($master && kill('TERM', $master), 'nginx is stopped from outside');
 ok(ended($pid), 'build.sh run ends with it');
 $stderr = $t->slurp($err2);

@@ -59,5 +59,18 @@ my $ns = Net::DNS::Nameserver->new(
     Verbose      => 0,
 ) or die "dns.pl: cannot listen on $addr:$port\n";
 
+# Net::DNS 1.45 and later (Debian 13, unstable) serve from child processes
+# (start_server) and have no main_loop; older ones (Debian 12) only
+# main_loop.  Either way the table and the log are files, so the children
+# see every change.
+if ($ns->can('start_server')) {
+    my $stop = 0;
+    $SIG{TERM} = $SIG{INT} = sub { $stop = 1 };
+    $ns->start_server(3600);
+    sleep 1 until $stop;
+    $ns->stop_server;
+    exit 0;
+}
+
 $SIG{TERM} = $SIG{INT} = sub { exit 0 };
 $ns->main_loop;
