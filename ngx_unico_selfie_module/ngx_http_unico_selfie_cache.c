@@ -578,7 +578,11 @@ ngx_http_unico_selfie_cache_flight_end(ngx_http_unico_selfie_ctx_t *ctx)
     fl->expires = ngx_current_msec + NGX_HTTP_UNICO_FLIGHT_FAIL;
     fl->retry_after_len = ngx_min(ctx->retry_after.len,
                                   NGX_HTTP_UNICO_RETRY_AFTER);
-    ngx_memcpy(fl->retry_after, ctx->retry_after.data, fl->retry_after_len);
+
+    if (fl->retry_after_len) {
+        ngx_memcpy(fl->retry_after, ctx->retry_after.data,
+                   fl->retry_after_len);
+    }
 
     ngx_shmtx_unlock(&cache->shpool->mutex);
 }
