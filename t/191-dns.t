@@ -87,8 +87,11 @@ $conf
     }
 CONF
 
-my $master = $t->master_pid;
-my @workers = $t->worker_pids;
+# (the pid file and the worker come a moment after the port answers, more
+# so under the sanitizer build)
+my $master = $t->eventually(sub { $t->master_pid });
+my @workers = @{ $t->eventually(sub { my @w = $t->worker_pids; @w ? \@w : undef })
+                 || [] };
 my $id = $t->id('jpeg-small');
 my $sha = $t->fixture_sha256('selfie-360x480.jpg');
 
