@@ -85,9 +85,10 @@ typedef enum {
  *     NGX_DONE   the answer is known: ctx->outcome (and ctx->image when it
  *                is NGX_HTTP_UNICO_OK); the handler responds.
  *
- * No stage calls the handler: a stage wakes its request with
- * ngx_http_unico_selfie_wake(), which re-runs nginx's phase engine, as
- * ngx_http_auth_request_module's subrequests re-enter its handler.
+ * No stage calls the handler: a stage wakes its request with an event
+ * whose handler is ngx_http_unico_selfie_wake(), which re-runs nginx's
+ * phase engine, as ngx_http_auth_request_module's subrequests re-enter
+ * its handler.
  */
 typedef enum {
     NGX_HTTP_UNICO_STAGE_REQUEST = 0,   /* method, processId, body */
@@ -254,17 +255,25 @@ struct ngx_http_unico_selfie_ctx_s {
 };
 
 
+extern ngx_module_t  ngx_http_unico_selfie_module;
+
+
 /*
- * A waiting stage's event has come: the request re-enters the pipeline
- * (nginx's content phase calls the handler again).
+ * The handler of every waiting stage's event (ev->data is the request):
+ * the request re-enters the pipeline (nginx's content phase calls the
+ * handler again).
  */
 static ngx_inline void
-ngx_http_unico_selfie_wake(ngx_http_request_t *r,
-    ngx_http_unico_selfie_ctx_t *ctx)
+ngx_http_unico_selfie_wake(ngx_event_t *ev)
 {
-    ngx_connection_t  *c;
+    ngx_connection_t             *c;
+    ngx_http_request_t           *r;
+    ngx_http_unico_selfie_ctx_t  *ctx;
 
+    r = ev->data;
     c = r->connection;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
     ctx->waiting = 0;
 
     r->write_event_handler = ngx_http_core_run_phases;
@@ -382,9 +391,6 @@ ngx_int_t ngx_http_unico_selfie_send_failure(ngx_http_request_t *r,
 char *ngx_http_unico_selfie_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_unico_selfie_metrics_init(ngx_conf_t *cf);
-
-
-extern ngx_module_t  ngx_http_unico_selfie_module;
 
 
 #endif /* _NGX_HTTP_UNICO_SELFIE_H_INCLUDED_ */

@@ -37,7 +37,6 @@ struct ngx_http_unico_selfie_budget_s {
 
 static ngx_int_t ngx_http_unico_selfie_budget_init_zone(
     ngx_shm_zone_t *shm_zone, void *data);
-static void ngx_http_unico_selfie_budget_wake(ngx_event_t *ev);
 
 
 /* unico_selfie_budget <rate>r/s [burst=<n>] [wait=<time>]; */
@@ -242,7 +241,7 @@ ngx_http_unico_selfie_budget_stage(ngx_http_request_t *r,
         return NGX_DONE;
     }
 
-    ctx->budget_ev.handler = ngx_http_unico_selfie_budget_wake;
+    ctx->budget_ev.handler = ngx_http_unico_selfie_wake;
     ctx->budget_ev.data = r;
     ctx->budget_ev.log = r->connection->log;
 
@@ -275,19 +274,6 @@ ngx_http_unico_selfie_budget_refund(ngx_http_request_t *r,
     ngx_shmtx_lock(&budget->shpool->mutex);
     budget->sh->tokens = ngx_min(budget->sh->tokens + 1000, cap);
     ngx_shmtx_unlock(&budget->shpool->mutex);
-}
-
-
-static void
-ngx_http_unico_selfie_budget_wake(ngx_event_t *ev)
-{
-    ngx_http_request_t           *r;
-    ngx_http_unico_selfie_ctx_t  *ctx;
-
-    r = ev->data;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
-
-    ngx_http_unico_selfie_wake(r, ctx);
 }
 
 

@@ -116,7 +116,6 @@ static void ngx_http_unico_selfie_cache_sweep(ngx_event_t *ev);
 static ngx_int_t ngx_http_unico_selfie_cache_flight(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx, ngx_http_unico_selfie_cache_t *cache,
     ngx_str_t *key, uint32_t hash);
-static void ngx_http_unico_selfie_cache_flight_wake(ngx_event_t *ev);
 static void ngx_http_unico_selfie_cache_flight_remove(
     ngx_http_unico_selfie_cache_t *cache, ngx_http_unico_selfie_flight_t *fl);
 
@@ -382,7 +381,7 @@ ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
         ngx_shmtx_unlock(&cache->shpool->mutex);
 
         if (rc == NGX_AGAIN) {
-            ctx->cache_ev.handler = ngx_http_unico_selfie_cache_flight_wake;
+            ctx->cache_ev.handler = ngx_http_unico_selfie_wake;
             ctx->cache_ev.data = r;
             ctx->cache_ev.log = r->connection->log;
 
@@ -508,19 +507,6 @@ ngx_http_unico_selfie_cache_flight(ngx_http_request_t *r,
     ctx->cache_waiting = 1;
 
     return NGX_AGAIN;
-}
-
-
-static void
-ngx_http_unico_selfie_cache_flight_wake(ngx_event_t *ev)
-{
-    ngx_http_request_t           *r;
-    ngx_http_unico_selfie_ctx_t  *ctx;
-
-    r = ev->data;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
-
-    ngx_http_unico_selfie_wake(r, ctx);
 }
 
 

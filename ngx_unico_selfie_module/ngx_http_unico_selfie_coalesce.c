@@ -17,7 +17,6 @@
 #include "ngx_http_unico_selfie.h"
 
 
-static void ngx_http_unico_selfie_follow_wake(ngx_event_t *ev);
 
 
 /* this worker's calls in flight, by key */
@@ -74,7 +73,7 @@ ngx_http_unico_selfie_coalesce_stage(ngx_http_request_t *r,
         ngx_queue_insert_tail(&leader->followers, &ctx->follower);
         ctx->following = 1;
 
-        ctx->follow_ev.handler = ngx_http_unico_selfie_follow_wake;
+        ctx->follow_ev.handler = ngx_http_unico_selfie_wake;
         ctx->follow_ev.data = r;
         ctx->follow_ev.log = r->connection->log;
 
@@ -163,21 +162,6 @@ ngx_http_unico_selfie_coalesce_publish(ngx_http_unico_selfie_ctx_t *ctx)
             f->image.type = ctx->image.type;
         }
     }
-}
-
-
-/* a follower's leader has answered, or ended early */
-
-static void
-ngx_http_unico_selfie_follow_wake(ngx_event_t *ev)
-{
-    ngx_http_request_t           *r;
-    ngx_http_unico_selfie_ctx_t  *ctx;
-
-    r = ev->data;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
-
-    ngx_http_unico_selfie_wake(r, ctx);
 }
 
 

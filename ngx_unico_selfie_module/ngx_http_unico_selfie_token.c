@@ -136,7 +136,6 @@ static void ngx_http_unico_selfie_token_unbusy(
     ngx_http_unico_selfie_account_t *acct, ngx_uint_t refresh);
 static void ngx_http_unico_selfie_token_poll_stop(
     ngx_http_unico_selfie_ctx_t *ctx);
-static void ngx_http_unico_selfie_token_wake(ngx_event_t *ev);
 static void ngx_http_unico_selfie_backoff(ngx_http_unico_selfie_slot_t *slot,
     time_t now);
 
@@ -994,7 +993,7 @@ ngx_http_unico_selfie_token_stage(ngx_http_request_t *r,
         ctx->token_wait = ngx_current_msec;
         ctx->token_fresh = 1;
 
-        ctx->token_ev.handler = ngx_http_unico_selfie_token_wake;
+        ctx->token_ev.handler = ngx_http_unico_selfie_wake;
         ctx->token_ev.data = r;
         ctx->token_ev.log = r->connection->log;
 
@@ -1018,21 +1017,6 @@ ngx_http_unico_selfie_token_poll_stop(ngx_http_unico_selfie_ctx_t *ctx)
     if (ctx->token_ev.timer_set) {
         ngx_del_timer(&ctx->token_ev);
     }
-}
-
-
-/* the poll timer, or the end of the request's own token request */
-
-static void
-ngx_http_unico_selfie_token_wake(ngx_event_t *ev)
-{
-    ngx_http_request_t           *r;
-    ngx_http_unico_selfie_ctx_t  *ctx;
-
-    r = ev->data;
-    ctx = ngx_http_get_module_ctx(r, ngx_http_unico_selfie_module);
-
-    ngx_http_unico_selfie_wake(r, ctx);
 }
 
 
