@@ -50,6 +50,7 @@ PACKAGES=(nginx nginx-dev gcc make libc6-dev libyajl-dev libssl-dev
           libio-socket-ssl-perl libnet-ssleay-perl libcrypt-openssl-rsa-perl
           libjson-pp-perl libnet-dns-perl libnginx-mod-http-image-filter
           prometheus chromium
+          gdb               # t/255: stops a worker where it must die
           python3 nodejs)   # t/140: the signing recipes of docs/examples
 
 ensure_packages() {

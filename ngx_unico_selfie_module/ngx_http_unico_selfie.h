@@ -259,6 +259,21 @@ extern ngx_module_t  ngx_http_unico_selfie_module;
 
 
 /*
+ * A worker that marked something in shared memory as its own (a call in
+ * flight, a token refresh) and has died since: nginx's master releases a
+ * dead worker's mutexes, not what it marked.  Its pid is free again only
+ * once the master has reaped it; until then, or should another process
+ * have it by now, the mark holds until it expires.
+ */
+static ngx_inline ngx_uint_t
+ngx_http_unico_selfie_worker_gone(ngx_pid_t pid)
+{
+    return pid > 0 && pid != ngx_pid
+           && kill(pid, 0) == -1 && ngx_errno == NGX_ESRCH;
+}
+
+
+/*
  * The handler of every waiting stage's event (ev->data is the request):
  * the request re-enters the pipeline (nginx's content phase calls the
  * handler again).

@@ -442,9 +442,21 @@ ngx_http_unico_selfie_cache_flight(ngx_http_request_t *r,
     sn = ngx_str_rbtree_lookup(&cache->sh->flights, key, hash);
     fl = (ngx_http_unico_selfie_flight_t *) sn;
 
-    if (fl
-        && ((ngx_msec_int_t) (fl->expires - now) <= 0
-            || (fl->failed && !ctx->cache_waiting)))
+    if (fl && !fl->failed && ngx_http_unico_selfie_worker_gone(fl->pid)) {
+
+        /* its worker died during the call: this request calls instead */
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "unico selfie: the call of worker %P for this "
+                      "selfie was lost with that worker, calling again",
+                      fl->pid);
+
+        ngx_http_unico_selfie_cache_flight_remove(cache, fl);
+        fl = NULL;
+
+    } else if (fl
+               && ((ngx_msec_int_t) (fl->expires - now) <= 0
+                   || (fl->failed && !ctx->cache_waiting)))
     {
         /*
          * A call that outlived any wait, or one that failed: its failure

@@ -9,12 +9,14 @@
  *
  * One slot per account in the "unico_selfie_tokens" zone holds the token,
  * its expiry, and who is refreshing it.  One refresh at a time across all
- * workers: the slot is marked busy under the zone's mutex.  A request that
- * finds a valid token uses it, and if the refresh time has come starts a
- * background refresh; a request that finds none either refreshes (and
- * waits for its own token subrequest) or polls the slot with a timer until
- * another worker's refresh lands.  Failures back off exponentially, so the
- * gateway never hammers the endpoint into locking the account (1.2.18).
+ * workers: the slot is marked busy under the zone's mutex, with the pid of
+ * the worker refreshing (a mark whose worker died is taken over, not waited
+ * out).  A request that finds a valid token uses it, and if the refresh
+ * time has come starts a background refresh; a request that finds none
+ * either refreshes (and waits for its own token subrequest) or polls the
+ * slot with a timer until another worker's refresh lands.  Failures back
+ * off exponentially, so the gateway never hammers the endpoint into
+ * locking the account (1.2.18).
  */
 
 
@@ -67,6 +69,7 @@ typedef struct {
     time_t                     expires;       /* of the token held */
     time_t                     refresh_at;
     time_t                     busy_until;    /* a refresh is under way */
+    ngx_pid_t                  busy_pid;      /* in this worker */
     time_t                     retry_at;      /* backing off until */
     time_t                     last_iat;      /* no two assertions a second */
     ngx_uint_t                 refresh;       /* the busy mark's owner */
@@ -911,6 +914,17 @@ ngx_http_unico_selfie_token_stage(ngx_http_request_t *r,
         return NGX_DONE;
     }
 
+    if (slot->busy_until > now
+        && ngx_http_unico_selfie_worker_gone(slot->busy_pid))
+    {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "unico selfie: service account \"%V\": the token "
+                      "refresh of worker %P was lost with that worker",
+                      &acct->name, slot->busy_pid);
+
+        slot->busy_until = 0;
+    }
+
     if (slot->token_len && now < slot->expires) {
 
         /* a token held: use it, refreshing ahead of its expiry */
@@ -932,6 +946,7 @@ ngx_http_unico_selfie_token_stage(ngx_http_request_t *r,
             && now >= slot->retry_at && now > slot->last_iat)
         {
             slot->busy_until = now + acct->lock;
+            slot->busy_pid = ngx_pid;
             slot->last_iat = now;
             refresh = ++slot->refresh;
             background = 1;
@@ -943,6 +958,7 @@ ngx_http_unico_selfie_token_stage(ngx_http_request_t *r,
         /* none: this request refreshes it */
 
         slot->busy_until = now + acct->lock;
+        slot->busy_pid = ngx_pid;
         slot->last_iat = now;
         refresh = ++slot->refresh;
 

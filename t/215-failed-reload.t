@@ -42,15 +42,7 @@ sub conf {
     }
     $extra
 CONF
-        server => <<'CONF');
-        location /_unico_token/ {
-            internal;
-            include                        %%CONF%%/unico_selfie_token.conf;
-            proxy_ssl_trusted_certificate  %%CERTS%%/ca.pem;
-            proxy_ssl_name                 localhost;
-            proxy_pass                     https://%%MOCK%%/;
-        }
-CONF
+        server => UnicoTest::token_location());
 }
 
 $t->start_nginx(conf(), workers => 2);

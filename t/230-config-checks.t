@@ -158,13 +158,7 @@ $t->start_nginx(<<"CONF");
             proxy_pass                     https://%%MOCK%%/;
         }
 
-        location /_unico_token/ {
-            internal;
-            include                        %%CONF%%/unico_selfie_token.conf;
-            proxy_ssl_trusted_certificate  %%CERTS%%/ca.pem;
-            proxy_ssl_name                 localhost;
-            proxy_pass                     https://%%MOCK%%/;
-        }
+@{[ UnicoTest::token_location() ]}
     }
 CONF
 

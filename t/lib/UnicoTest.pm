@@ -319,6 +319,21 @@ CONF
 }
 
 
+# The internal location of a service account's token_api, for the server=>
+# option of selfie_conf().
+sub token_location {
+    return <<'CONF';
+        location /_unico_token/ {
+            internal;
+            include                        %%CONF%%/unico_selfie_token.conf;
+            proxy_ssl_trusted_certificate  %%CERTS%%/ca.pem;
+            proxy_ssl_name                 localhost;
+            proxy_pass                     https://%%MOCK%%/;
+        }
+CONF
+}
+
+
 sub port { $_[0]{port} }
 
 
