@@ -220,9 +220,10 @@ struct ngx_http_unico_selfie_ctx_s {
     ngx_event_t                cache_ev;
     ngx_http_unico_selfie_cache_t   *flight_cache;
 
-    /* a hit, sent from the zone: the entry it holds */
+    /* a hit, sent from the zone: the entry it holds, and how */
     ngx_http_unico_selfie_cache_t   *hit_cache;
     void                      *hit_entry;
+    void                      *hit_holder;
     u_char                     etag[UNICO_ETAG_LEN];
 
     /* the budget stage */

@@ -33,24 +33,32 @@
 
 /*
  * A selfie in the zone.  Hits are sent from the zone itself, without a
- * copy: each response that sends it holds a reference, and an entry that
- * leaves the cache (expired, evicted, replaced) while referenced is only
- * unlinked; the last reference wipes and frees it.
+ * copy: each response that sends it holds it (a holder, with its worker's
+ * pid), and an entry that leaves the cache (expired, evicted, replaced)
+ * while held is only unlinked, onto the zone's "gone" queue; the last
+ * holder wipes and frees it.  A worker that dies while sending it never
+ * lets go: the sweep drops the holders of dead workers.
  */
 
 typedef struct {
     ngx_str_node_t             sn;            /* processId + credentials */
-    ngx_queue_t                queue;         /* LRU */
+    ngx_queue_t                queue;         /* LRU; once gone, "gone" */
     ngx_queue_t                expiry;        /* soonest to expire first */
     time_t                     expires;
     ngx_uint_t                 type;
     size_t                     len;
     u_char                    *data;
-    ngx_uint_t                 refs;          /* responses sending it */
-    unsigned                   gone:1;        /* unlinked, awaits refs 0 */
+    ngx_queue_t                holders;       /* responses sending it */
+    unsigned                   gone:1;        /* unlinked, awaits holders */
     u_char                     etag[UNICO_ETAG_LEN];
     u_char                     key[UNICO_SELFIE_KEY_LEN];
 } ngx_http_unico_selfie_entry_t;
+
+
+typedef struct {
+    ngx_queue_t                queue;         /* the entry's holders */
+    ngx_pid_t                  pid;
+} ngx_http_unico_selfie_holder_t;
 
 
 /* a call to Unico in flight in some worker, or the failure it ended with */
@@ -73,6 +81,7 @@ typedef struct {
     ngx_rbtree_node_t          sentinel;
     ngx_queue_t                queue;
     ngx_queue_t                expiry;
+    ngx_queue_t                gone;          /* unlinked, still sent */
 
     ngx_rbtree_t               flights;
     ngx_rbtree_node_t          flights_sentinel;
@@ -110,6 +119,8 @@ static void ngx_http_unico_selfie_cache_free(
     ngx_http_unico_selfie_cache_t *cache, ngx_http_unico_selfie_entry_t *e);
 static void ngx_http_unico_selfie_cache_purge(
     ngx_http_unico_selfie_cache_t *cache, time_t now);
+static void ngx_http_unico_selfie_cache_reap(
+    ngx_http_unico_selfie_cache_t *cache, ngx_log_t *log);
 static ngx_http_unico_selfie_cache_t *ngx_http_unico_selfie_cache_next(
     ngx_cycle_t *cycle, ngx_list_part_t **part, ngx_uint_t *i);
 static void ngx_http_unico_selfie_cache_sweep(ngx_event_t *ev);
@@ -315,6 +326,7 @@ ngx_http_unico_selfie_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                     ngx_str_rbtree_insert_value);
     ngx_queue_init(&cache->sh->queue);
     ngx_queue_init(&cache->sh->expiry);
+    ngx_queue_init(&cache->sh->gone);
     ngx_rbtree_init(&cache->sh->flights, &cache->sh->flights_sentinel,
                     ngx_str_rbtree_insert_value);
 
@@ -336,22 +348,24 @@ ngx_http_unico_selfie_cache_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 
 /*
- * The cache stage: NGX_DONE, a hit, copied into the request's pool, or the
- * failure another worker's call for it just ended with; NGX_AGAIN, another
- * worker is calling for it; NGX_OK, a miss (or no cache): the request goes
- * on, and its worker calls.
+ * The cache stage: NGX_DONE, a hit, sent from the zone, or the failure
+ * another worker's call for it just ended with; NGX_AGAIN, another worker
+ * is calling for it; NGX_OK, a miss (or no cache): the request goes on,
+ * and its worker calls.
  */
 
 ngx_int_t
 ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
     ngx_http_unico_selfie_ctx_t *ctx)
 {
+    u_char                            *p;
     ngx_int_t                          rc;
     uint32_t                           hash;
     ngx_str_t                          key;
     ngx_str_node_t                    *sn;
     ngx_http_unico_selfie_cache_t     *cache;
     ngx_http_unico_selfie_entry_t     *e;
+    ngx_http_unico_selfie_holder_t    *h;
     ngx_http_unico_selfie_loc_conf_t  *uslcf;
 
     uslcf = ngx_http_get_module_loc_conf(r, ngx_http_unico_selfie_module);
@@ -400,10 +414,34 @@ ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
 
     /* sent from the zone: the entry stays until the response is done */
 
-    e->refs++;
+    h = ngx_slab_alloc_locked(cache->shpool,
+                              sizeof(ngx_http_unico_selfie_holder_t));
+
+    if (h) {
+        h->pid = ngx_pid;
+        ngx_queue_insert_tail(&e->holders, &h->queue);
+
+        ctx->image.data = e->data;
+        ctx->hit_cache = cache;
+        ctx->hit_entry = e;
+        ctx->hit_holder = h;
+
+    } else {
+        /* a full zone: this response sends a copy */
+
+        p = ngx_pnalloc(r->pool, e->len);
+        if (p == NULL) {
+            ngx_shmtx_unlock(&cache->shpool->mutex);
+            ctx->outcome = NGX_HTTP_UNICO_INTERNAL;
+            return NGX_DONE;
+        }
+
+        ngx_memcpy(p, e->data, e->len);
+        ctx->image.data = p;
+    }
+
     cache->sh->hits++;
 
-    ctx->image.data = e->data;
     ctx->image.len = e->len;
     ctx->image.type = e->type;
 
@@ -412,8 +450,6 @@ ngx_http_unico_selfie_cache_stage(ngx_http_request_t *r,
 
     ngx_shmtx_unlock(&cache->shpool->mutex);
 
-    ctx->hit_cache = cache;
-    ctx->hit_entry = e;
     ctx->cached = 1;
     ctx->outcome = NGX_HTTP_UNICO_OK;
 
@@ -600,24 +636,31 @@ ngx_http_unico_selfie_cache_flight_remove(ngx_http_unico_selfie_cache_t *cache,
 void
 ngx_http_unico_selfie_cache_cleanup(ngx_http_unico_selfie_ctx_t *ctx)
 {
-    ngx_http_unico_selfie_cache_t  *cache;
-    ngx_http_unico_selfie_entry_t  *e;
+    ngx_http_unico_selfie_cache_t   *cache;
+    ngx_http_unico_selfie_entry_t   *e;
+    ngx_http_unico_selfie_holder_t  *h;
 
     if (ctx->cache_ev.timer_set) {
         ngx_del_timer(&ctx->cache_ev);
     }
 
-    /* a hit's response is done: its reference to the entry goes */
+    /* a hit's response is done: it lets go of the entry */
 
     cache = ctx->hit_cache;
     e = ctx->hit_entry;
+    h = ctx->hit_holder;
 
-    if (e) {
+    if (h) {
+        ctx->hit_holder = NULL;
         ctx->hit_entry = NULL;
 
         ngx_shmtx_lock(&cache->shpool->mutex);
 
-        if (--e->refs == 0 && e->gone) {
+        ngx_queue_remove(&h->queue);
+        ngx_slab_free_locked(cache->shpool, h);
+
+        if (e->gone && ngx_queue_empty(&e->holders)) {
+            ngx_queue_remove(&e->queue);
             ngx_http_unico_selfie_cache_free(cache, e);
         }
 
@@ -734,7 +777,7 @@ ngx_http_unico_selfie_cache_put(ngx_http_request_t *r,
     ngx_memcpy(e->key, key.data, key.len);
     ngx_memcpy(e->etag, ctx->etag, UNICO_ETAG_LEN);
 
-    e->refs = 0;
+    ngx_queue_init(&e->holders);
     e->gone = 0;
 
     e->len = image->len;
@@ -783,9 +826,10 @@ ngx_http_unico_selfie_cache_evict(ngx_http_unico_selfie_cache_t *cache,
     cache->sh->entries--;
     cache->sh->bytes -= e->len;
 
-    if (e->refs) {
+    if (!ngx_queue_empty(&e->holders)) {
         /* still being sent: the last response frees it */
         e->gone = 1;
+        ngx_queue_insert_tail(&cache->sh->gone, &e->queue);
         return;
     }
 
@@ -824,6 +868,52 @@ ngx_http_unico_selfie_cache_purge(ngx_http_unico_selfie_cache_t *cache,
 
         ngx_http_unico_selfie_cache_evict(cache, e);
         cache->sh->expired++;
+    }
+}
+
+
+/*
+ * The entries that left the cache while sent, and whose last holders were
+ * workers that died: wiped and freed.  The zone is locked.
+ */
+
+static void
+ngx_http_unico_selfie_cache_reap(ngx_http_unico_selfie_cache_t *cache,
+    ngx_log_t *log)
+{
+    ngx_queue_t                     *q, *next, *hq, *hnext;
+    ngx_http_unico_selfie_entry_t   *e;
+    ngx_http_unico_selfie_holder_t  *h;
+
+    for (q = ngx_queue_head(&cache->sh->gone);
+         q != ngx_queue_sentinel(&cache->sh->gone);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        e = ngx_queue_data(q, ngx_http_unico_selfie_entry_t, queue);
+
+        for (hq = ngx_queue_head(&e->holders);
+             hq != ngx_queue_sentinel(&e->holders);
+             hq = hnext)
+        {
+            hnext = ngx_queue_next(hq);
+            h = ngx_queue_data(hq, ngx_http_unico_selfie_holder_t, queue);
+
+            if (ngx_http_unico_selfie_worker_gone(h->pid)) {
+                ngx_log_error(NGX_LOG_WARN, log, 0,
+                              "unico selfie: worker %P died while sending "
+                              "a selfie from cache zone \"%V\"",
+                              h->pid, &cache->name);
+
+                ngx_queue_remove(hq);
+                ngx_slab_free_locked(cache->shpool, h);
+            }
+        }
+
+        if (ngx_queue_empty(&e->holders)) {
+            ngx_queue_remove(q);
+            ngx_http_unico_selfie_cache_free(cache, e);
+        }
     }
 }
 
@@ -913,6 +1003,7 @@ ngx_http_unico_selfie_cache_sweep(ngx_event_t *ev)
 
         ngx_shmtx_lock(&cache->shpool->mutex);
         ngx_http_unico_selfie_cache_purge(cache, now);
+        ngx_http_unico_selfie_cache_reap(cache, ev->log);
         ngx_shmtx_unlock(&cache->shpool->mutex);
     }
 

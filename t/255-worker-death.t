@@ -12,7 +12,9 @@
 #   that selfie would wait for (coalescing across workers), is taken over
 #   by the next request for it, not waited for until it expires (60 s);
 # - a token refresh it had under way, which other requests poll for, is
-#   taken over too, not waited out (the account's wait, then 504).
+#   taken over too, not waited out (the account's wait, then 504);
+# - a cached selfie it was sending, which it holds in the zone, is wiped
+#   once its TTL has passed all the same.
 #
 # gdb stops the only worker at each of those points and kills it there.
 
@@ -202,5 +204,89 @@ is($t->selfie_calls, $calls, 'afterwards: from the cache');
 
 $t->check_logs_except(qr/exited on signal 9/,
                       qr/shared memory zone ".*" was locked by/);
+
+
+# --- a worker that dies while it sends a cached selfie ---
+#
+# The hit is sent from the zone, so the entry is held while it is sent;
+# the dead worker never lets go of it.  The selfie must still be wiped
+# from shared memory once its TTL has passed: the test reads the zones
+# through the master's /proc/<pid>/mem, where a face left behind would be.
+
+# whether $needle is in any shared mapping of nginx's master (the zones)
+sub in_zones {
+    my ($u, $needle) = @_;
+    my $pid = $u->master_pid or die 'no master';
+    no warnings 'portable';     # 64-bit addresses
+
+    open my $maps, '<', "/proc/$pid/maps" or die "maps: $!";
+    open my $mem, '<:raw', "/proc/$pid/mem" or die "mem: $!";
+    my $found = 0;
+
+    while (my $line = <$maps>) {
+        my ($from, $to, $perm) = $line =~ /^([0-9a-f]+)-([0-9a-f]+) (\S+)/
+            or next;
+        next unless $perm eq 'rw-s';
+
+        sysseek($mem, hex $from, 0) or next;
+        my $len = hex($to) - hex($from);
+        my $got = sysread($mem, my $data, $len) // next;
+
+        $found ||= index($data, $needle) >= 0;
+    }
+
+    return $found;
+}
+
+{
+    my $u = UnicoTest->new;
+    $u->start_mock;
+
+    # small socket buffers: the worker cannot hand the 1.3 MB image to the
+    # kernel at once, it holds the entry for as long as the client reads
+    my $conf = $u->selfie_conf(
+        http => 'unico_selfie_cache_zone  brief:4m ttl=3s;',
+        selfie => 'unico_selfie_cache  brief;');
+    $conf =~ s/(listen\s+127\.0\.0\.1:%%PORT%%)/$1 sndbuf=16k/ or die;
+    $u->start_nginx($conf);
+
+    my $id = $u->id('png');
+    my $fixture = $u->processes->{png}{fixture};
+    my $image = $u->slurp($u->repo . "/t/fixtures/$fixture");
+    my $needle = substr $image, length($image) / 2, 64;
+
+    is($u->get("/selfies/$id")->{status}, 200, 'a hit, slow: the selfie cached');
+    ok(in_zones($u, $needle), 'a hit, slow: the selfie is in the zone');
+
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $u->port)
+        or die "connect: $!";
+    $s->sockopt(Socket::SO_RCVBUF(), 4096);
+    $s->syswrite("GET /selfies/$id HTTP/1.1\r\nHost: localhost\r\n"
+                 . "Connection: close\r\n\r\n");
+
+    # the response has begun: it is a hit, and its worker holds the entry
+    my $head = '';
+    IO::Select->new($s)->can_read(10 * $slow) and $s->sysread($head, 512);
+    like($head, qr{^HTTP/1\.1 200 }, 'a hit, slow: the response has begun');
+
+    my ($pid) = $u->worker_pids;
+    kill 'KILL', $pid;
+    ok($u->eventually(sub { !kill 0, $pid }, 20 * $slow),
+       'a hit, slow: its worker killed');
+    close $s;
+
+    # TTL 3 s, a sweep every second; and a loaded machine
+    ok($u->eventually(sub { !in_zones($u, $needle) }, 15 * $slow),
+       'a hit, slow: the selfie is wiped from the zone after its TTL');
+    like($u->error_log,
+         qr/worker $pid died while sending a selfie from cache zone "brief"/,
+         'a hit, slow: the lost hold is logged');
+
+    my $r = $u->get("/selfies/$id", timeout => 15 * $slow);
+    is(sha256_hex($r->{body}), $u->fixture_sha256($fixture),
+       'a hit, slow: afterwards, served again, byte-exact');
+
+    $u->check_logs_except(qr/exited on signal 9/);
+}
 
 done_testing;
