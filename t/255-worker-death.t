@@ -27,6 +27,7 @@ use lib "$FindBin::Bin/lib";
 use Digest::SHA qw(sha256_hex);
 use IO::Select;
 use IO::Socket::INET;
+use POSIX qw(WNOHANG);
 use Test::More;
 use Time::HiRes qw(sleep time);
 use UnicoTest;
@@ -81,8 +82,7 @@ sub worker {
 
 # Runs gdb on the worker: it stops at $where (gdb commands after a first
 # breakpoint, set once a request is on its way), and kills the worker
-# there.  Returns gdb's output; "GDB-KILLING" is in it when the worker
-# reached that point.
+# there.  Returns gdb's output, "GDB-KILLING" before the kill.
 sub kill_at {
     my ($pid, $path, @where) = @_;
 
@@ -121,11 +121,16 @@ sub kill_at {
         }
     }
 
-    if (kill 0, $gdb) {
+    # gdb exits once the worker is killed (kill 0 would see its zombie)
+    my $until = time + 10 * $slow;
+    my $done;
+    sleep 0.05 until ($done = waitpid($gdb, WNOHANG)) || time >= $until;
+
+    if (!$done) {
         kill 'KILL', $gdb;
+        waitpid $gdb, 0;
         $log .= "\n(gdb did not finish in time)";
     }
-    waitpid $gdb, 0;
     close $out;
 
     return $log;
@@ -142,34 +147,39 @@ sub served {
 }
 
 
+# gdb's way into $stage and then out of the next ngx_shmtx_lock(), and
+# what gdb prints when it got there (with or without nginx's symbols)
 sub holding {
     my ($stage) = @_;
-    return ("break $stage", 'continue', 'delete', 'break ngx_shmtx_lock',
-            'continue', 'finish');
+    return [ "break $stage", 'continue', 'delete', 'break ngx_shmtx_lock',
+             'continue', 'finish' ],
+           qr/^Breakpoint\ 2,\ (?:0x\w+\ in\ )?ngx_shmtx_lock\ \(.*
+              ^(?:0x\w+\ in\ )?\Q$stage\E\ \(.*^GDB-KILLING/msx;
 }
 
 
-# [ what, gdb's way there, the zone whose mutex it holds, the selfie it
-#   asked for, a selfie not asked for yet ]
+# [ what, gdb's way there, what gdb prints there, the zone whose mutex it
+#   holds, the selfie it asked for, a selfie not asked for yet ]
 my @cases = (
     [ 'a token refresh under way',
       [ 'break ngx_http_unico_selfie_token_done', 'continue' ],
+      qr/^Breakpoint\ 1,\ (?:0x\w+\ in\ )?ngx_http_unico_selfie_token_done
+         \ \(.*^GDB-KILLING/msx,
       undef, 'jpeg-small', 'pretty-json' ],
-    [ 'the token slots', [ holding('ngx_http_unico_selfie_token_stage') ],
+    [ 'the token slots', holding('ngx_http_unico_selfie_token_stage'),
       'unico_selfie_tokens', 'jpeg-medium', 'extra-fields' ],
-    [ 'a cache zone', [ holding('ngx_http_unico_selfie_cache_stage') ],
+    [ 'a cache zone', holding('ngx_http_unico_selfie_cache_stage'),
       'faces', 'jpeg-large', 'reordered' ],
-    [ 'the call budget', [ holding('ngx_http_unico_selfie_budget_stage') ],
+    [ 'the call budget', holding('ngx_http_unico_selfie_budget_stage'),
       'unico_selfie_budget', 'png', 'no-padding' ],
 );
 
 for my $case (@cases) {
-    my ($name, $where, $zone, $lost, $fresh) = @$case;
+    my ($name, $where, $there, $zone, $lost, $fresh) = @$case;
     my $pid = worker();
 
     my $gdb = kill_at($pid, '/selfies/' . $t->id($lost), @$where);
-    like($gdb, qr/^GDB-KILLING/m, "$name: the worker was stopped there")
-        or diag($gdb);
+    like($gdb, $there, "$name: the worker was stopped there") or diag($gdb);
 
     ok($t->eventually(sub { !kill 0, $pid }, 20 * $slow),
        "$name: that worker is gone");
