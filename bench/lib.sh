@@ -444,6 +444,24 @@ bench_temp_paths() {
 EOF
 }
 
+# The http{} settings every gateway under test shares: no access log,
+# sendfile, the image types, nginx's temp paths in the prefix.
+bench_http_base() {
+    cat <<EOF
+    access_log    off;
+    sendfile      on;
+    # nginx's default; "on" (TCP_CORK, Debian's nginx.conf) stalls
+    # some 87 KB answers for 40 ms on loopback, whatever the path
+    tcp_nopush    off;
+    types {
+        image/jpeg  jpg;
+        image/png   png;
+    }
+    default_type  application/octet-stream;
+$(bench_temp_paths)
+EOF
+}
+
 # The mock Unico: static JSON files, keepalive, the token checked; /slow/
 # sends the same files at $1 bytes/s per connection.
 bench_write_upstream_conf() {
@@ -669,17 +687,7 @@ events {
 }
 
 http {
-    access_log    off;
-    sendfile      on;
-    # nginx's default; "on" (TCP_CORK, Debian's nginx.conf) stalls
-    # some 87 KB answers for 40 ms on loopback, whatever the path
-    tcp_nopush    off;
-    types {
-        image/jpeg  jpg;
-        image/png   png;
-    }
-    default_type  application/octet-stream;
-$(bench_temp_paths)
+$(bench_http_base)
 $(bench_http_extra "$path")
 
     upstream unico {

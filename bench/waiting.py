@@ -94,6 +94,13 @@ async def mock(args):
         else:
             go_tail.set()
 
+    # waits for the gate to open, counted in st[what] meanwhile
+    async def hold(gate, what):
+        if not gate.is_set():
+            st[what] += 1
+            await gate.wait()
+            st[what] -= 1
+
     async def handle(reader, writer):
         try:
             while True:
@@ -107,16 +114,10 @@ async def mock(args):
                     writer.write(deny)
                     await writer.drain()
                     continue
-                if not go_body.is_set():
-                    st["held"] += 1
-                    await go_body.wait()
-                    st["held"] -= 1
+                await hold(go_body, "held")
                 writer.write(first)
                 await writer.drain()
-                if not go_tail.is_set():
-                    st["partial"] += 1
-                    await go_tail.wait()
-                    st["partial"] -= 1
+                await hold(go_tail, "partial")
                 writer.write(last)
                 await writer.drain()
                 st["done"] += 1

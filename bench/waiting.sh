@@ -138,15 +138,7 @@ events {
 }
 
 http {
-    access_log    off;
-    sendfile      on;
-    tcp_nopush    off;
-    types {
-        image/jpeg  jpg;
-        image/png   png;
-    }
-    default_type  application/octet-stream;
-$(bench_temp_paths)
+$(bench_http_base)
 
     upstream unico {
         server     127.0.0.1:$WUP_PORT;
